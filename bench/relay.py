@@ -20,8 +20,8 @@ SLOW_READERS_NORMAL = 9
 
 
 def _systems(names: tuple[System, ...]) -> list[System]:
-    """Drop Spool until the core is on this branch (the peers still run)."""
-    return [s for s in names if s.mode != "spool" or systems.spool_available()]
+    """Drop what this checkout cannot run yet (Spool without its core or openai adapter)."""
+    return [s for s in names if systems.available(s)]
 
 
 def _timeout(n: int, chars: int, tps: float, ttft_ms: float) -> float:

@@ -160,6 +160,10 @@ SPOOL_OPENAI = System("spool-openai", "spool", launch_spool)
 ALL = (FLOOR, FASTAPI, FLASK, FLASKSSE, SPOOL_MOCK, SPOOL_OPENAI)
 
 
-def spool_available() -> bool:
-    """Spool can run once the core (Procfile, wsgi, worker) is on this branch."""
-    return (procs.ROOT / "Procfile").exists() and (procs.ROOT / "wsgi.py").exists()
+def available(system: System) -> bool:
+    """Spool runs once its core (Procfile, wsgi) and the provider it uses are present."""
+    if system.mode != "spool":
+        return True
+    core = (procs.ROOT / "Procfile").exists() and (procs.ROOT / "wsgi.py").exists()
+    adapter = procs.ROOT / "worker" / "providers" / f"{system.provider}.py"
+    return core and adapter.exists()
