@@ -88,6 +88,10 @@ class Keys:
         """Sorted set: live worker id -> last heartbeat (s)."""
         return f"{self.namespace}:workers"
 
+    def abandon_index(self) -> str:
+        """Sorted set: generation id -> when (ms) it is abandoned unless a reader attaches."""
+        return f"{self.namespace}:abandon"
+
     def cancel_channel(self) -> str:
         """Pub/sub channel on which cancel requests are announced to workers."""
         return f"{self.namespace}:control"

@@ -14,6 +14,7 @@ from webapp.body import require_json_object
 from webapp.errors import ApiError
 from webapp.hub import HubUnavailable
 from webapp.launch import find_generation, start_generation, wait_for_end
+from webapp.presence import count_readers
 from webapp.services import services
 
 bp = Blueprint("api", __name__)
@@ -52,7 +53,9 @@ def get_generation(gen_id: str) -> ResponseReturnValue:
     svc = services()
     tenant = authenticate(svc.settings)
     record = find_generation(svc, gen_id, tenant)
-    return jsonify(svc.generations.view(gen_id, record))
+    view = svc.generations.view(gen_id, record)
+    view["readers"] = count_readers(svc.redis, svc.keys, gen_id)
+    return jsonify(view)
 
 
 @bp.post("/v1/generations/<gen_id>/cancel")
