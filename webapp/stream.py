@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import gevent.queue
 import orjson
 import redis
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
 from spool.events import DELTA, LogEntry
@@ -29,11 +29,13 @@ from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
 from webapp.hub import Gap, HubUnavailable
 from webapp.launch import find_generation
+from webapp.presence import Presence
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.stream")
 
 bp = Blueprint("stream", __name__)
+PRESENCE_EXTENSION = "spool.presence"
 
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
 SSE_HEADERS = {
@@ -107,7 +109,24 @@ def offset_start(svc: Services, gen_id: str, offset: int) -> Opening | None:
     return Opening(frames, covered, terminal is not None)
 
 
-def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> Iterator[bytes]:
+def presence(svc: Services) -> Presence:
+    """This app's reader registry (created on first use, with the app's clients)."""
+    found = current_app.extensions.get(PRESENCE_EXTENSION)
+    if found is None:
+        found = Presence(svc.redis, svc.keys, svc.generations)
+        current_app.extensions[PRESENCE_EXTENSION] = found
+    return found
+
+
+@bp.before_app_request
+def _start_presence() -> None:
+    # Every web process sweeps for abandoned generations, readers or not;
+    # started on the first request so nothing runs at import or fork.
+    presence(services()).start()
+
+
+def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
+          watch: Presence | None = None, abandon_s: int | None = None) -> Iterator[bytes]:
     """Yield SSE bytes from event `after` on until the terminal event."""
     yield sse.retry(svc.settings.sse_retry_ms)
     if opening is not None:
@@ -120,6 +139,8 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> It
         return
     ping_s = svc.settings.ping_interval_s
     last = after
+    if watch is not None:
+        watch.attach(gen_id, abandon_s)
     try:
         while True:
             if sub.overflowed:
@@ -160,6 +181,8 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> It
         log.warning("stream %s ended: redis %s", gen_id, type(exc).__name__)
     finally:
         svc.hub.unsubscribe(sub)
+        if watch is not None:
+            watch.detach(gen_id)
 
 
 @bp.get("/v1/generations/<gen_id>/events")
@@ -183,7 +206,8 @@ def events(gen_id: str) -> ResponseReturnValue:
     elif after > int(record.get("last_seq", 0)) and not ended:
         raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
     return Response(
-        relay(svc, gen_id, after, opening),
+        relay(svc, gen_id, after, opening, presence(svc),
+              int(record.get("abandon_after_s") or 0) or None),
         mimetype="text/event-stream",
         content_type="text/event-stream; charset=utf-8",
         headers=SSE_HEADERS,
