@@ -21,6 +21,8 @@ from bench.systems import Deployment, System
 WARMUP_STREAMS = 4
 CLIENT_GRACE_S = 60.0
 MB = 1024 * 1024
+LOG_KEYS = ("ttft_p50_ms", "ttft_p99_ms", "gap_p99_ms", "tok_per_s", "cpu_s_per_1k_tok",
+            "peak_web_rss_mb", "errors", "lost_chars", "doubled_chars", "error_samples")
 
 
 def run_client(spec: Spec) -> dict[str, Any]:
@@ -29,8 +31,13 @@ def run_client(spec: Spec) -> dict[str, Any]:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_bytes(orjson.dumps(dataclasses.asdict(spec)))
         argv = procs.python_argv("-m", "bench.loadclient", str(spec_path), str(out_path))
-        subprocess.run(argv, cwd=procs.ROOT, check=True,
-                       timeout=spec.timeout_s + spec.window_s + CLIENT_GRACE_S)
+        try:
+            subprocess.run(argv, cwd=procs.ROOT, check=True,
+                           timeout=spec.timeout_s + spec.window_s + CLIENT_GRACE_S)
+        except subprocess.SubprocessError as exc:
+            # A system that hangs the client is a measured failure, not a crashed run.
+            return {"streams": spec.n, "errors": spec.n, "tokens": 0,
+                    "error_samples": [f"load client: {type(exc).__name__}"]}
         summary: dict[str, Any] = orjson.loads(out_path.read_bytes())
         return summary
 
@@ -94,10 +101,13 @@ def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deploym
         "redis_cpu_s": round(procs.cpu_seconds(redis) - rcpu0, 3),
         "peak_rss_mb": round(sampler.peak("rss") / MB, 1),
         "peak_web_rss_mb": round(sampler.peak("web_rss") / MB, 1),
+        "rss_growth_mb": round((sampler.peak("web_rss") - base.web_rss) / MB, 1),
         "rss_per_conn_kb": round((sampler.peak("web_rss") - base.web_rss) / 1024 / spec.n, 1),
         "web_redis_conns": sampler.peak("redis_conns"),
         "redis_clients": sampler.peak("redis_clients"),
     })
+    ctx_line = ", ".join(f"{k}={row.get(k)}" for k in LOG_KEYS if row.get(k) is not None)
+    print(f"      {ctx_line}", flush=True)
     if idle_probe_s is not None:
         idle = [s for s in sampler.samples if s.t >= started + idle_probe_s]
         if idle:

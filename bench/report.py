@@ -17,7 +17,7 @@ COLUMNS = (
     ("added_ttft_p50_ms", "+ttft50", 8), ("added_ttft_p99_ms", "+ttft99", 8),
     ("added_gap_p99_ms", "+gap99", 7), ("ttft_p50_ms", "ttft50", 7), ("gap_p99_ms", "gap99", 7),
     ("tok_per_s", "tok/s", 7), ("cpu_s_per_1k_tok", "cpu/1k", 7), ("redis_cpu_s", "rcpu_s", 6),
-    ("peak_rss_mb", "rssMB", 6), ("rss_per_conn_kb", "KB/conn", 7),
+    ("peak_rss_mb", "rssMB", 6), ("rss_growth_mb", "+rssMB", 6), ("rss_per_conn_kb", "KB/conn", 7),
     ("idle_rss_per_conn_kb", "KB/idle", 7), ("web_redis_conns", "rconn", 5),
     ("redis_clients", "rclients", 8), ("errors", "err", 4), ("lost_chars", "lost", 6),
     ("doubled_chars", "dup", 5), ("exact", "exact", 5), ("spread_p99_ms", "sprd99", 7),
