@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="families or family.name to run")
     parser.add_argument("--quick", action="store_true", help="small loads, for a smoke run")
     parser.add_argument("--name", help="results file stem (default: bench or quick)")
+    parser.add_argument("--systems", help="comma-separated system names to run (default all)")
     args = parser.parse_args(argv)
     load_families()
     chosen = selected(args.only)
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     provider, provider_url = start_fake_provider()
     ctx = Context(quick=args.quick, results_dir=RESULTS_DIR, provider_url=provider_url,
-                  log=lambda line: print(line, flush=True))
+                  log=lambda line: print(line, flush=True),
+                  systems=tuple(args.systems.split(",")) if args.systems else None)
     rows: list[Row] = []
     started = time.monotonic()
     try:

@@ -49,6 +49,7 @@ class Spec:
     shared: bool = False
     slow_readers: int = 0
     slow_after_deltas: int = 5
+    slow_pause_s: float = 8.0
     timeout_s: float = 120.0
     api_key: str | None = None
 
@@ -123,7 +124,7 @@ async def _read_sse(resp: sse.Response, result: StreamResult, spec: Spec) -> Non
             paused = True
             # The slow reader stops reading until the others are long done,
             # then catches up; the server must neither buffer it nor stall others.
-            await asyncio.sleep(spec.timeout_s / 4)
+            await asyncio.sleep(spec.slow_pause_s)
     if dechunker is not None and dechunker.finished:
         return
     raise sse.HTTPError("stream ended without a terminal event")

@@ -34,6 +34,7 @@ class Context:
     results_dir: Path
     provider_url: str  # OpenAI-style base URL of the loopback fake provider, ends in /v1
     log: Callable[[str], None] = print
+    systems: tuple[str, ...] | None = None  # --systems: run only these (None: all)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
