@@ -14,7 +14,11 @@ from spool.log import EventLog, Retention
 from spool.settings import Settings
 from webapp.hub import Hub
 
-REDIS_POOL_SIZE = 200  # commands are short; bounded so a spike cannot exhaust Redis
+# Commands are short and greenlets wait their turn for a connection, so a few
+# suffice for thousands of readers: with the hub's subscriber and the RQ
+# client that is at most 5 Redis connections per web process.
+REDIS_POOL_SIZE = 3
+RQ_POOL_SIZE = 1
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """Create clients (lazy: no connection is opened until first use)."""
-        client = connect(settings.redis_url, max_connections=REDIS_POOL_SIZE)
+        client = connect(settings.redis_url, max_connections=REDIS_POOL_SIZE, blocking=True)
         keys = Keys(settings.namespace)
         retention = Retention.from_settings(
             settings.retention_s, settings.job_timeout_s, settings.tombstone_s
@@ -41,7 +45,8 @@ class Services:
         return cls(
             settings=settings,
             redis=client,
-            rq_redis=connect_rq(settings.rq_redis_url),
+            rq_redis=connect_rq(settings.rq_redis_url, max_connections=RQ_POOL_SIZE,
+                                blocking=True),
             keys=keys,
             log=event_log,
             generations=Generations(client, keys, event_log),
