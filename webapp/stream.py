@@ -27,7 +27,7 @@ from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.hub import Gap, HubUnavailable
+from webapp.hub import Gap, HubUnavailable, Live, Subscription
 from webapp.launch import find_generation
 from webapp.presence import Presence
 from webapp.services import Services, services
@@ -38,6 +38,7 @@ bp = Blueprint("stream", __name__)
 PRESENCE_EXTENSION = "spool.presence"
 
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
+MAX_BATCH_FRAMES = 256  # live frames joined into one write at most
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -127,6 +128,50 @@ def _start_presence() -> None:
     presence(services()).start()
 
 
+def _page(entries: list[LogEntry]) -> tuple[bytes, int, bool]:
+    """(frames up to and including any terminal event, last seq, ended)."""
+    frames = []
+    for entry in entries:
+        frames.append(_frame(entry))
+        if entry.terminal:
+            return b"".join(frames), entry.seq, True
+    return b"".join(frames), entries[-1].seq, False
+
+
+@dataclass
+class LiveBatch:
+    """Consecutive live frames taken from a reader's queue in one go."""
+
+    frames: list[bytes]
+    last: int
+    ended: bool = False
+    reread: bool = False  # a gap (or hub reconnect): go back to the log
+
+
+def _take_live(sub: Subscription, item: Live | Gap, last: int) -> LiveBatch:
+    """`item` plus everything already queued behind it, merged by seq."""
+    batch = LiveBatch([], last)
+    while True:
+        if isinstance(item, Gap):
+            batch.reread = True
+            return batch
+        if item.seq > batch.last:
+            if item.seq != batch.last + 1:
+                batch.reread = True
+                return batch
+            batch.frames.append(item.frame)
+            batch.last = item.seq
+            if item.terminal:
+                batch.ended = True
+                return batch
+        if len(batch.frames) >= MAX_BATCH_FRAMES:
+            return batch
+        try:
+            item = sub.queue.get_nowait()
+        except gevent.queue.Empty:
+            return batch
+
+
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
           watch: Presence | None = None, abandon_s: int | None = None) -> Iterator[bytes]:
     """Yield SSE bytes from event `after` on until the terminal event."""
@@ -148,37 +193,34 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
             if sub.overflowed:
                 sub.reset()  # before the read, so nothing after it is dropped
             # Backlog (or catch-up after a gap), paged so a long log is never
-            # one huge read.
+            # one huge read, and written a page at a time.
             entries = svc.log.read(gen_id, last, READ_PAGE)
-            for entry in entries:
-                yield _frame(entry)
-                last = entry.seq
-                if entry.terminal:
+            if entries:
+                page, last, ended = _page(entries)
+                yield page
+                if ended:
                     return
             if len(entries) == READ_PAGE:
                 continue
             quiet_since = time.monotonic()
-            while True:
-                if sub.overflowed:
-                    break
+            while not sub.overflowed:
                 wait = ping_s - (time.monotonic() - quiet_since)
                 try:
-                    item = sub.queue.get(timeout=max(wait, 0.0))
+                    first = sub.queue.get(timeout=max(wait, 0.0))
                 except gevent.queue.Empty:
                     yield sse.PING
                     # Also a safety net: re-read in case a message was lost.
                     break
-                if isinstance(item, Gap):
-                    break
-                if item.seq <= last:
-                    continue
-                if item.seq != last + 1:
-                    break
-                yield item.frame
-                last = item.seq
-                quiet_since = time.monotonic()
-                if item.terminal:
+                batch = _take_live(sub, first, last)
+                if batch.frames:
+                    # Whatever queued up meanwhile goes out in one write.
+                    yield b"".join(batch.frames)
+                    last = batch.last
+                    quiet_since = time.monotonic()
+                if batch.ended:
                     return
+                if batch.reread:
+                    break
     except redis.RedisError as exc:
         log.warning("stream %s ended: redis %s", gen_id, type(exc).__name__)
     finally:
