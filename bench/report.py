@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,23 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _git_head() -> str | None:
+    """The commit the run measured (with `+dirty` when the tree has changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True,
+                               cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def write_json(rows: list[Row], path: Path, command: str, elapsed_s: float) -> None:
     """All rows plus when, where and how they were measured."""
-    meta = {"command": command, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    meta = {"command": command, "commit": _git_head(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "elapsed_s": round(elapsed_s, 1), "machine": platform.platform(),
             "python": platform.python_version()}
     path.write_bytes(orjson.dumps({"meta": meta, "rows": rows}, option=orjson.OPT_INDENT_2))
