@@ -97,6 +97,8 @@ class Dechunker:
 
     def feed(self, data: bytes) -> bytes:
         """Feed raw bytes, get the payload bytes they complete."""
+        if self.finished:
+            return b""  # only the trailer's CRLF can follow the last chunk
         buf = self._buf + data if self._buf else data
         out = []
         pos = 0
