@@ -85,7 +85,9 @@ def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deploym
     sampler = procs.Sampler(deployment.procs, deployment.web, redis_port)
     base = sampler.snapshot()
     servers, redis = _trees(deployment, "all"), _redis_proc(deployment)
+    web = _trees(deployment, "web")
     cpu0, rcpu0 = procs.cpu_seconds(servers), procs.cpu_seconds(redis)
+    wcpu0 = procs.cpu_seconds(web)
     started = time.monotonic()
     sampler.start()
     try:
@@ -93,11 +95,13 @@ def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deploym
     finally:
         sampler.stop()
     cpu = procs.cpu_seconds(servers) - cpu0
+    web_cpu = procs.cpu_seconds(web) - wcpu0
     tokens = summary["tokens"] or 0
     row: Row = {"scenario": scenario, "system": system.name, "n": spec.n, **summary}
     row.update({
         "cpu_s": round(cpu, 3),
         "cpu_s_per_1k_tok": round(cpu / tokens * 1000, 4) if tokens else None,
+        "web_cpu_s_per_1k_tok": round(web_cpu / tokens * 1000, 4) if tokens else None,
         "redis_cpu_s": round(procs.cpu_seconds(redis) - rcpu0, 3),
         "peak_rss_mb": round(sampler.peak("rss") / MB, 1),
         "peak_web_rss_mb": round(sampler.peak("web_rss") / MB, 1),
