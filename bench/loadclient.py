@@ -29,6 +29,7 @@ from bench import sse
 from bench.textgen import make_text
 
 ERROR_SAMPLES = 5
+SLOW_RCVBUF = 8192  # bytes: the slow reader's socket buffers almost nothing
 MAX_DIFF_CELLS = 4_000_000  # beyond this a text diff would stall the client
 
 
@@ -156,20 +157,23 @@ async def _open_stream(spec: Spec, seed: int, result: StreamResult,
                        shared_url: str | None) -> None:
     """Start (or join) a generation and read it to its end."""
     result.t0 = result.t0 or time.perf_counter()
+    rcvbuf = SLOW_RCVBUF if result.slow else None
     if spec.mode == "direct":
         start_at = _SHARED_START if spec.shared else None
         resp = await sse.request(spec.host, spec.port, "POST", "/chat",
-                                 orjson.dumps({"messages": spec.messages(seed, start_at)}))
+                                 orjson.dumps({"messages": spec.messages(seed, start_at)}),
+                                 rcvbuf=rcvbuf)
     elif spec.mode == "spool":
         url = shared_url or (await _post_json(spec, "/v1/generations",
                                               spool_body(spec, seed)))["stream_url"]
         resp = await sse.request(spec.host, spec.port, "GET", url,
-                                 headers={"Accept": "text/event-stream", **_headers(spec)})
+                                 headers={"Accept": "text/event-stream", **_headers(spec)},
+                                 rcvbuf=rcvbuf)
     elif spec.mode == "flasksse":
         channel = shared_url or f"gen-{seed}"
         resp_task = asyncio.ensure_future(sse.request(
             spec.host, spec.port, "GET", f"/stream?channel={channel}",
-            headers={"Accept": "text/event-stream"}))
+            headers={"Accept": "text/event-stream"}, rcvbuf=rcvbuf))
         if not spec.shared:
             # flask-sse has no replay: subscribe first, then start the generation.
             await asyncio.sleep(0)

@@ -25,7 +25,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0  # then SIGKILL: a benchmark needs no graceful drain
 SAMPLE_INTERVAL_S = 0.25
 LOG_DIR = ROOT / ".run" / "bench"
 

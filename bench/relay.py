@@ -15,7 +15,7 @@ STREAM_CHARS = 400  # 100 tokens of 4 characters
 STREAM_LOADS = ((100, 50.0), (300, 50.0), (1000, 20.0))
 QUICK_STREAM_LOADS = ((50, 50.0),)
 MANY_READERS = 1000
-SLOW_READER_CHARS = 200_000
+SLOW_READER_CHARS = 120_000  # 30,000 tokens: under Spool's max_tokens limit (32,768)
 SLOW_READERS_NORMAL = 9
 SLOW_PAUSE_S = 8.0  # the slow reader reads nothing for this long, then catches up
 

@@ -7,6 +7,7 @@ servers it measures, so every event must cost it as little as possible.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -57,10 +58,23 @@ class Response:
         self.writer.close()
 
 
+async def _connect(host: str, port: int, rcvbuf: int | None
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if rcvbuf is None:
+        return await asyncio.open_connection(host, port, limit=READ_SIZE)
+    # A small receive buffer makes a reader that stops reading push back on
+    # the server at once, instead of after megabytes of kernel buffering.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    return await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+
+
 async def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
-                  headers: dict[str, str] | None = None) -> Response:
+                  headers: dict[str, str] | None = None, rcvbuf: int | None = None) -> Response:
     """Send one request on a fresh connection and read the status line and headers."""
-    reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE)
+    reader, writer = await _connect(host, port, rcvbuf)
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
     for name, value in (headers or {}).items():
         lines.append(f"{name}: {value}")
