@@ -29,6 +29,7 @@ from bench import sse
 from bench.textgen import make_text
 
 ERROR_SAMPLES = 5
+RECORD_SAMPLE_EVERY = 10  # every 10th Spool generation's record is fetched for its metrics
 SLOW_RCVBUF = 8192  # bytes: the slow reader's socket buffers almost nothing
 MAX_DIFF_CELLS = 4_000_000  # beyond this a text diff would stall the client
 
@@ -84,6 +85,8 @@ class StreamResult:
     error: str | None = None
     slow: bool = False
     end: float = 0.0
+    gen_id: str | None = None
+    server_metrics: dict[str, Any] | None = None
 
 
 def _headers(spec: Spec) -> dict[str, str]:
@@ -131,6 +134,13 @@ async def _read_sse(resp: sse.Response, result: StreamResult, spec: Spec) -> Non
     raise sse.HTTPError("stream ended without a terminal event")
 
 
+async def _get_json(spec: Spec, path: str) -> dict[str, Any]:
+    resp = await sse.request(spec.host, spec.port, "GET", path, headers=_headers(spec))
+    raw = await resp.body()
+    parsed: dict[str, Any] = orjson.loads(raw) if resp.status == 200 and raw else {}
+    return parsed
+
+
 async def _post_json(spec: Spec, path: str, body: dict[str, Any]) -> dict[str, Any]:
     resp = await sse.request(spec.host, spec.port, "POST", path, orjson.dumps(body),
                              _headers(spec))
@@ -164,8 +174,11 @@ async def _open_stream(spec: Spec, seed: int, result: StreamResult,
                                  orjson.dumps({"messages": spec.messages(seed, start_at)}),
                                  rcvbuf=rcvbuf)
     elif spec.mode == "spool":
-        url = shared_url or (await _post_json(spec, "/v1/generations",
-                                              spool_body(spec, seed)))["stream_url"]
+        if shared_url:
+            url = shared_url
+        else:
+            created = await _post_json(spec, "/v1/generations", spool_body(spec, seed))
+            url, result.gen_id = created["stream_url"], created["id"]
         resp = await sse.request(spec.host, spec.port, "GET", url,
                                  headers={"Accept": "text/event-stream", **_headers(spec)},
                                  rcvbuf=rcvbuf)
@@ -186,6 +199,9 @@ async def _open_stream(spec: Spec, seed: int, result: StreamResult,
         await _read_sse(resp, result, spec)
     finally:
         resp.close()
+    if result.gen_id and seed % RECORD_SAMPLE_EVERY == 0:
+        record = await _get_json(spec, f"/v1/generations/{result.gen_id}")
+        result.server_metrics = record.get("metrics") or {}
 
 
 _SHARED_START: float | None = None
@@ -312,7 +328,19 @@ def summarize(spec: Spec, results: list[StreamResult], wall_s: float) -> dict[st
     }
     if spec.shared:
         summary.update(_spread(normal))
+    summary.update(_server_metrics(results))
     return summary
+
+
+def _server_metrics(results: list[StreamResult]) -> dict[str, Any]:
+    """Spool's own view of sampled generations: time queued, and TTFT from worker start."""
+    sampled = [r.server_metrics for r in results if r.server_metrics]
+    if not sampled:
+        return {}
+    queue = [float(m["queue_ms"]) for m in sampled if m.get("queue_ms") is not None]
+    ttft = [float(m["ttft_ms"]) for m in sampled if m.get("ttft_ms") is not None]
+    return {"queue_ms_p50": percentile(queue, 50), "queue_ms_p99": percentile(queue, 99),
+            "server_ttft_ms_p50": percentile(ttft, 50)}
 
 
 def _spread(readers: list[StreamResult]) -> dict[str, Any]:

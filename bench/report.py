@@ -23,6 +23,7 @@ COLUMNS = (
     ("idle_rss_per_conn_kb", "KB/idle", 7), ("web_redis_conns", "rconn", 5),
     ("redis_clients", "rclients", 8), ("errors", "err", 4), ("lost_chars", "lost", 6),
     ("doubled_chars", "dup", 5), ("exact", "exact", 5), ("spread_p99_ms", "sprd99", 7),
+    ("queue_ms_p50", "queue50", 7), ("queue_ms_p99", "queue99", 7),
 )
 
 
