@@ -62,6 +62,7 @@ API_ERRORS: dict[int, tuple[str, str]] = {
     503: ("server_error", "unavailable"),
     504: ("server_error", "timeout"),
 }
+HTTP_MESSAGES = {413: "request body is too large", 405: "method not allowed for this route"}
 
 
 def openai_error(status: int, body: dict[str, Any],
@@ -86,7 +87,9 @@ def _api_error(exc: ApiError) -> Response:
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response:
-    return _api_error(ApiError(exc.code or 500, exc.description or exc.name))
+    status = exc.code or 500
+    message = HTTP_MESSAGES.get(status) or exc.description or exc.name
+    return _api_error(ApiError(status, message))
 
 
 @bp.errorhandler(redis.RedisError)

@@ -126,11 +126,13 @@ def test_streamed_exact_text_with_usage_chunk(client: openai.OpenAI, stack: Stac
 def test_streamed_bytes_end_with_done_and_no_usage_unless_asked(stack: Stack,
                                                                 spool: requests.Session) -> None:
     body = {"model": "mock/mock-1", "messages": USER, "stream": True, "max_tokens": 2,
-            **mock(text="abcdefghijkl")}
+            **mock(text="abcdefghijkl", ttft_ms=700)}
     resp = spool.post(stack.url("/v1/chat/completions"), json=body, stream=True, timeout=30)
     assert resp.status_code == 200
     assert resp.headers["Spool-Generation-Id"].startswith("gen_")
     lines = [line for line in resp.content.split(b"\n\n") if line]
+    assert b": keep-alive" in lines  # sent while waiting for the first token
+    lines = [line for line in lines if not line.startswith(b":")]
     assert lines[-1] == b"data: [DONE]"
     chunks = [orjson.loads(line.removeprefix(b"data: ")) for line in lines[:-1]]
     assert all("usage" not in c for c in chunks)
