@@ -130,24 +130,36 @@ class ChunkStream:
     include_usage: bool
     ended: bool = field(default=False, init=False)
 
-    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-        """One chunk line; `usage` is present (null until the last) with include_usage."""
-        body: dict[str, Any] = {
+    _head: bytes = field(default=b"", init=False, repr=False)
+    _end: bytes = field(default=b"", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Everything around a choice's delta is the same in every chunk of a
+        # stream: encode it once, so a token costs one small dumps().
+        prefix = orjson.dumps(self._envelope())[:-1]  # without the closing brace
+        self._head = b"data: " + prefix + b',"choices":[{"index":0,"delta":'
+        self._end = b"}]" + (b',"usage":null' if self.include_usage else b"") + b"}\n\n"
+
+    def _envelope(self) -> dict[str, Any]:
+        return {
             "id": completion_id(self.gen_id),
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": None,
-            "choices": choices,
         }
+
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+        """One chunk line; `usage` is present (null until the last) with include_usage."""
+        body = {**self._envelope(), "choices": choices}
         if self.include_usage:
             body["usage"] = usage
         return data_line(body)
 
     def delta(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
-        """A chunk with one choice carrying `delta`."""
-        return self.chunk([{"index": 0, "delta": delta, "logprobs": None,
-                            "finish_reason": reason}])
+        """A chunk with one choice carrying `delta` (the same bytes `chunk` would make)."""
+        return (self._head + orjson.dumps(delta) + b',"logprobs":null,"finish_reason":'
+                + orjson.dumps(reason) + self._end)
 
     def opening(self) -> bytes:
         """The first chunk: the assistant role with empty content."""

@@ -158,3 +158,12 @@ def test_completion_with_only_tool_calls_has_null_content() -> None:
 def test_completion_empty_text_without_tools_is_empty_string() -> None:
     body = completion(GEN, 1, "m", "", [], "length", None)
     assert body["choices"][0]["message"]["content"] == ""
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_fast_delta_matches_the_generic_chunk(include_usage: bool) -> None:
+    chunks = stream(include_usage)
+    for delta, reason in (({"content": "a\u2028\"b"}, None), ({}, "stop"),
+                          ({"tool_calls": [{"index": 0}]}, None)):
+        assert chunks.delta(delta, reason) == chunks.chunk(
+            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}])
