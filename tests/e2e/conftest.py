@@ -21,6 +21,7 @@ import requests
 
 from tests.e2e.chat import Chat
 from tests.e2e.proxy import CuttableProxy
+from tests.e2e.stack import running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -84,9 +85,10 @@ class Spool:
 
 
 @pytest.fixture(scope="session")
-def spool() -> Spool:
-    """The Spool the page talks to (dev mode: no API keys)."""
-    return Spool(url=os.environ["SPOOL_E2E_DEV_URL"])
+def spool() -> Iterator[Spool]:
+    """A private Spool (gunicorn + worker + Redis) in dev mode: no API keys."""
+    with running_stack({"SPOOL_API_KEYS": "", "SPOOL_NAMESPACE": "e2e"}) as stack:
+        yield Spool(url=stack.url)
 
 
 @pytest.hookimpl(hookwrapper=True)
