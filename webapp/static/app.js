@@ -99,30 +99,28 @@ function askForKey() {
 // ---------------------------------------------------------------- models
 
 async function loadModels() {
-  let res;
-  try {
-    res = await api("/v1/models");
-  } catch {
-    showBanner("Cannot reach the server. Is `make run` still running?");
-    return;
+  let res = null;
+  try { res = await api("/v1/models"); } catch { /* reported below */ }
+  if (res?.ok) {
+    showBanner("");
+    models = (res.body?.data || []).map((m) => {
+      const [provider, ...rest] = String(m.id).split("/");
+      return { provider, model: rest.join("/") };
+    });
+  } else {
+    showBanner(res ? errorText(res) : "Cannot reach the server. Is `make run` still running?");
+    if (res?.status === 401) askForKey();
+    models = [];
   }
-  if (!res.ok) {
-    showBanner(errorText(res));
-    if (res.status === 401) askForKey();
-    return;
-  }
-  showBanner("");
-  models = (res.body?.data || []).map((m) => {
-    const [provider, ...rest] = String(m.id).split("/");
-    return { provider, model: rest.join("/") };
-  });
   fillProviders(loadPrefs());
 }
 
 function fillProviders(prefs) {
   const providers = [...new Set(models.map((m) => m.provider))];
-  if (!providers.length) providers.push("mock"); // the server default always works
-  ui.provider.replaceChildren(...providers.map((p) => new Option(p, p)));
+  const options = providers.map((p) => new Option(p, p));
+  // Without a model list (e.g. no key yet), let the server pick its default provider.
+  if (!options.length) options.push(new Option("server default", ""));
+  ui.provider.replaceChildren(...options);
   if (providers.includes(prefs.provider)) ui.provider.value = prefs.provider;
   fillModels(prefs.model);
 }
@@ -188,6 +186,7 @@ function updateTurn(turn) {
   const streaming = turn.status === "streaming";
   const label = streaming ? (STATE_LABELS[turn.phase] || "") : (STATE_LABELS[turn.status] || "");
   el.dataset.status = turn.status;
+  if (turn.id) el.dataset.generationId = turn.id; // lets a reader (or a test) find the record
   el.querySelector("[data-state]").textContent = label;
   el.querySelector(".answer").setAttribute("aria-busy", String(streaming));
   el.querySelector(".cursor").hidden = !streaming;
@@ -205,7 +204,7 @@ function renderStats(dl, stats) {
   if (!stats) return;
   const rows = [
     ["TTFT", stats.ttft_ms == null ? "–" : `${Math.round(stats.ttft_ms)} ms`],
-    ["Speed", stats.tokens_per_second == null ? "–" : `${Number(stats.tokens_per_second).toFixed(1)} tok/s`],
+    ["Speed", stats.tokens_per_second == null ? "–" : `${formatRate(stats.tokens_per_second)} tok/s`],
     ["Tokens", stats.output_tokens ?? "–"],
     ["Finish", stats.finish_reason ?? "–"],
   ];
@@ -219,6 +218,11 @@ function renderStats(dl, stats) {
     row.append(dt, dd);
     return row;
   }));
+}
+
+function formatRate(value) {
+  const n = Number(value);
+  return n >= 100 ? n.toFixed(0) : n.toFixed(1); // decimals only where they mean something
 }
 
 /** Show Send or Stop, and the empty-state hint, to match the conversation. */
@@ -371,7 +375,8 @@ function historyBefore(index) {
 function readMockOptions() {
   const raw = ui.mockOptions.value.trim();
   ui.settingsError.hidden = true;
-  if (!raw || ui.provider.value !== "mock") return {};
+  // "" is the server's default provider, which is the mock one on a fresh machine.
+  if (!raw || !["mock", ""].includes(ui.provider.value)) return {};
   try {
     const value = JSON.parse(raw);
     if (value && typeof value === "object" && !Array.isArray(value)) return value;
@@ -395,7 +400,8 @@ async function generate(index) {
   ui.conversation.insertBefore(renderTurn(turn), views.get(turns[index + 1])?.el || null);
   refreshChrome();
   scrollToEnd(true);
-  const body = { messages: historyBefore(index), provider: ui.provider.value };
+  const body = { messages: historyBefore(index) };
+  if (ui.provider.value) body.provider = ui.provider.value;
   if (ui.model.value) body.model = ui.model.value;
   if (Object.keys(mock).length) body.mock = mock;
   let res;
