@@ -75,7 +75,7 @@ class Generations:
         if batch_id is not None:
             fields["batch_id"] = batch_id
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(k.record(gen_id), mapping=fields)
+        pipe.hset(k.record(gen_id), mapping=fields)  # type: ignore[arg-type]
         pipe.expire(k.record(gen_id), retention.live_s)
         pipe.set(k.tombstone(gen_id), tenant, ex=retention.live_s + retention.tombstone_s)
         self.log.queue_append(pipe, gen_id, STATUS, {"status": "queued"})

@@ -152,7 +152,7 @@ class EventLog:
     def read(self, gen_id: str, after: int = 0, limit: int = READ_PAGE) -> list[LogEntry]:
         """Entries with seq > `after`, at most `limit` (seq N is list index N-1)."""
         raw = self.client.lrange(self.keys.log(gen_id), after, after + limit - 1)
-        return [decode_entry(item) for item in raw]
+        return [decode_entry(str(item)) for item in raw]
 
     def read_all(self, gen_id: str, after: int = 0) -> list[LogEntry]:
         """Every entry after `after`, paged."""

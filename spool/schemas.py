@@ -109,7 +109,9 @@ class GenerationRequest(_Strict):
             if not key or len(key) > MAX_METADATA_KEY_CHARS:
                 raise ValueError(f"metadata keys must be 1-{MAX_METADATA_KEY_CHARS} characters")
             if len(item) > MAX_METADATA_VALUE_CHARS:
-                raise ValueError(f"metadata values must be at most {MAX_METADATA_VALUE_CHARS} chars")
+                raise ValueError(
+                    f"metadata values must be at most {MAX_METADATA_VALUE_CHARS} characters"
+                )
         return value
 
 

@@ -34,9 +34,9 @@ def _claim_idempotency(svc: Services, tenant: str, key: str, gen_id: str) -> str
     if svc.redis.set(idem_key, gen_id, nx=True, ex=IDEMPOTENCY_TTL_S):
         return None
     earlier = svc.redis.get(idem_key)
-    if isinstance(earlier, str) and is_generation_id(earlier):
-        if svc.generations.load(earlier) or svc.generations.tombstone_tenant(earlier):
-            return earlier
+    if (isinstance(earlier, str) and is_generation_id(earlier)
+            and (svc.generations.load(earlier) or svc.generations.tombstone_tenant(earlier))):
+        return earlier
     # The earlier attempt never got as far as a record: this one takes the key over.
     svc.redis.set(idem_key, gen_id, ex=IDEMPOTENCY_TTL_S)
     return None

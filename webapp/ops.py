@@ -32,7 +32,7 @@ def readyz() -> ResponseReturnValue:
     try:
         svc.redis.ping()
         cutoff = time.time() - WORKER_ALIVE_S
-        workers = int(svc.redis.zcount(svc.keys.workers(), cutoff, "+inf"))  # type: ignore[arg-type]
+        workers = int(svc.redis.zcount(svc.keys.workers(), cutoff, "+inf"))
     except redis.RedisError:
         return jsonify(status="unavailable", redis=False, workers=0), 503
     if workers == 0:

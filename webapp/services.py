@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 from flask import current_app
+from redis import Redis
 
 from spool.connection import connect, connect_rq
 from spool.generations import Generations
@@ -22,8 +22,8 @@ class Services:
     """Per-app singletons (stored in `app.extensions["spool"]`)."""
 
     settings: Settings
-    redis: redis.Redis
-    rq_redis: redis.Redis
+    redis: Redis
+    rq_redis: Redis
     keys: Keys
     log: EventLog
     generations: Generations

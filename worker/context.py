@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-import redis
+from redis import Redis
 
 from spool.connection import connect
 from spool.generations import Generations
@@ -22,7 +22,7 @@ class WorkerContext:
     """What every runner in this process shares."""
 
     settings: Settings
-    redis: redis.Redis
+    redis: Redis
     keys: Keys
     log: EventLog
     generations: Generations

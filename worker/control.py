@@ -21,7 +21,7 @@ log = logging.getLogger("spool.control")
 POLL_INTERVAL_S = 0.5  # the backstop if a control message is missed
 
 
-class Cancelled(BaseException):  # noqa: N818 - like GreenletExit, not an error
+class Cancelled(BaseException):
     """Raised into a runner's greenlet when its generation is cancelled.
 
     A BaseException so that no `except Exception` inside an SDK swallows it.
@@ -69,7 +69,7 @@ class CancelWatcher:
     def register(self, gen_id: str) -> Handle:
         """Track the calling greenlet as `gen_id`'s runner."""
         self.start()
-        handle = Handle(gen_id, gevent.getcurrent())  # type: ignore[arg-type]
+        handle = Handle(gen_id, gevent.getcurrent())
         self.handles[gen_id] = handle
         return handle
 

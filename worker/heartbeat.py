@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -37,7 +38,5 @@ def start(ctx: WorkerContext) -> gevent.Greenlet:
 
 def remove(ctx: WorkerContext) -> None:
     """Forget this worker (clean shutdown)."""
-    try:
+    with contextlib.suppress(redis.RedisError):
         ctx.redis.zrem(ctx.keys.workers(), ctx.worker_id)
-    except redis.RedisError:
-        pass

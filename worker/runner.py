@@ -42,7 +42,7 @@ def open_stream(
 ) -> Stream:
     """Open the provider stream (retry and fallback policy live with the providers)."""
     try:
-        from worker.providers import resilient
+        from worker.providers import resilient  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return get_provider(request["provider"], ctx.settings).open(request)
     return resilient.open_stream(request, ctx.settings, request["provider"], notify)
