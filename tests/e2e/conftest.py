@@ -1,5 +1,6 @@
 """Fixtures for the browser tests: Debian's Chromium driven by Playwright, against
-real gunicorn + worker processes booted by the harness in tests/conftest.py.
+real gunicorn + worker processes booted by the harness in tests/conftest.py
+(`stack` for the shared dev-mode server, `make_stack` for one with API keys).
 
 Locally, a machine without /usr/bin/chromium skips these tests with a message
 saying how to get it; with `CI` set, a missing browser is a failure, so CI can
@@ -21,7 +22,7 @@ import requests
 
 from tests.e2e.chat import Chat
 from tests.e2e.proxy import CuttableProxy
-from tests.e2e.stack import running_stack
+from tests.harness import Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -84,19 +85,10 @@ class Spool:
         return body
 
 
-@pytest.fixture(scope="session")
-def spool() -> Iterator[Spool]:
-    """A private Spool (gunicorn + worker + Redis) in dev mode: no API keys."""
-    with running_stack({"SPOOL_API_KEYS": "", "SPOOL_NAMESPACE": "e2e"}) as stack:
-        yield Spool(url=stack.url)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Remember each phase's outcome so fixtures can screenshot a failing test."""
-    outcome: Any = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
+@pytest.fixture(scope="module")
+def spool(stack: Stack) -> Spool:
+    """The harness's shared stack (real gunicorn + worker on a private Redis), dev mode."""
+    return Spool(url=stack.base_url)
 
 
 def _new_chat(
@@ -107,7 +99,7 @@ def _new_chat(
     chat = Chat(page=page, base_url=url)
     chat.watch_console()
     yield chat
-    failed = getattr(request.node, "rep_call", None)
+    failed = getattr(request.node, "rep_call", None)  # set by tests/conftest.py's hook
     if failed is not None and failed.failed:
         ARTIFACTS.mkdir(exist_ok=True)
         name = re.sub(r"[^\w.-]+", "_", request.node.name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tests.e2e.chat import Chat, text_of
 from tests.e2e.conftest import Spool, _new_chat
-from tests.e2e.stack import running_stack
+from tests.harness import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -18,16 +18,11 @@ API_KEY = "sk-e2e-browser-key"
 SECRET = "e2e-browser-tests-stream-token-signing-secret"
 
 
-@pytest.fixture(scope="module")
-def keyed_spool() -> Iterator[Spool]:
+@pytest.fixture
+def keyed_spool(make_stack: Callable[..., Stack]) -> Spool:
     """A Spool with authentication on."""
-    env = {
-        "SPOOL_API_KEYS": f"acme:{API_KEY}",
-        "SPOOL_SECRET_KEY": SECRET,
-        "SPOOL_NAMESPACE": "e2eauth",
-    }
-    with running_stack(env) as stack:
-        yield Spool(url=stack.url, api_key=API_KEY)
+    stack = make_stack(env={"SPOOL_API_KEYS": f"acme:{API_KEY}", "SPOOL_SECRET_KEY": SECRET})
+    return Spool(url=stack.base_url, api_key=API_KEY)
 
 
 @pytest.fixture
