@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.chat import Chat, text_of
-from tests.e2e.conftest import Spool, _new_chat
+from tests.e2e.support import Spool, chat_tab
 from tests.harness import Stack
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,8 @@ def keyed_spool(make_stack: Callable[..., Stack]) -> Spool:
 @pytest.fixture
 def keyed_chat(browser: Any, keyed_spool: Spool, request: pytest.FixtureRequest) -> Iterator[Chat]:
     """The chat page served by the keyed Spool."""
-    yield from _new_chat(browser, keyed_spool.url, request)
+    with chat_tab(browser, keyed_spool.url, request) as tab:
+        yield tab
 
 
 def test_missing_key_is_asked_for_inline_then_used(keyed_chat: Chat, keyed_spool: Spool) -> None:

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.chat import Chat, text_of
-from tests.e2e.conftest import Spool
+from tests.e2e.support import Spool
 
 pytestmark = pytest.mark.e2e
 

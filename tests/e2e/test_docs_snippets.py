@@ -11,13 +11,12 @@ import pytest
 from playwright.sync_api import Request
 
 from tests.e2e.chat import STREAM_TIMEOUT_MS, Chat
-from tests.e2e.conftest import Spool
 from tests.e2e.proxy import CuttableProxy
+from tests.e2e.support import BROWSER_NET_ERRORS, Spool
 
 pytestmark = pytest.mark.e2e
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "browser.md"
-BROWSER_NET_ERRORS = r"net::ERR_|Failed to load resource"
 CUT_AFTER_CHARS = 40
 PROMPT = "Explain, slowly and at length, why a log beats a socket. " * 2
 MOCK = {

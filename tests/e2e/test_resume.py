@@ -4,13 +4,16 @@ page mid-answer, and the answer still arrives whole, in place, with nothing doub
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from playwright.sync_api import Request, expect
 
 from tests.e2e.chat import Chat, text_of
-from tests.e2e.conftest import Spool
 from tests.e2e.proxy import CuttableProxy
+from tests.e2e.support import BROWSER_NET_ERRORS, Spool, chat_tab
+from tests.harness import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +24,6 @@ ANSWER = "".join(
 )
 PACE = {"text": ANSWER, "tokens_per_second": 40, "ttft_ms": 50}
 OFFLINE_S = 2.0  # long enough for the server to stream on while the page can't listen
-BROWSER_NET_ERRORS = r"net::ERR_|Failed to load resource"
 
 
 def _events_requests(chat: Chat) -> list[Request]:
@@ -90,3 +92,25 @@ def test_reload_mid_answer_restores_and_reattaches(chat: Chat, spool: Spool) -> 
     expect(answer.locator('[data-stat="finish"]')).to_have_text("stop")
     chat.page.wait_for_timeout(500)
     assert not events
+
+
+def test_web_process_restart_mid_answer(
+    browser: Any, make_stack: Callable[..., Stack], request: pytest.FixtureRequest
+) -> None:
+    """A deploy, as the page sees it: the web process dies and comes back on its port."""
+    stack = make_stack()
+    spool = Spool(url=stack.base_url)
+    with chat_tab(browser, spool.url, request) as chat:
+        chat.allow_console(BROWSER_NET_ERRORS)
+        chat.open()
+        chat.set_mock(PACE)
+        answer = chat.ask("Keep talking through a deploy")
+        chat.wait_for_text(answer, 60)
+
+        port = stack.webs[0].port
+        stack.webs[0].kill()
+        expect(answer.locator("[data-state]")).to_have_text("Reconnecting…")
+        stack.start_web(port=port)
+
+        chat.wait_status(answer, "done")
+        assert text_of(answer) == ANSWER == spool.record(chat.generation_id(answer))["text"]

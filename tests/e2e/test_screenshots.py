@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.chat import Chat
-from tests.e2e.conftest import ARTIFACTS, DESKTOP, PHONE, Spool, _new_chat
+from tests.e2e.support import ARTIFACTS, DESKTOP, PHONE, Spool, chat_tab
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,8 @@ def styled_chat(
 ) -> Iterator[Chat]:
     """A chat tab at a device size and colour scheme."""
     viewport = DESKTOP if request.param == "desktop" else PHONE
-    yield from _new_chat(browser, spool.url, request, viewport=viewport, color_scheme=scheme)
+    with chat_tab(browser, spool.url, request, viewport=viewport, color_scheme=scheme) as tab:
+        yield tab
 
 
 def _fill_conversation(chat: Chat) -> None:
@@ -84,7 +85,7 @@ def test_screenshot(styled_chat: Chat, scheme: str, request: pytest.FixtureReque
 def test_no_sideways_scroll_at_360px(
     browser: Any, spool: Spool, request: pytest.FixtureRequest
 ) -> None:
-    for chat in _new_chat(browser, spool.url, request, viewport=NARROWEST):
+    with chat_tab(browser, spool.url, request, viewport=NARROWEST) as chat:
         chat.open()
         chat.set_mock(
             {
