@@ -411,8 +411,10 @@ async function generate(index) {
     res = { ok: false, status: 0, body: { error: { message: "Cannot reach the server." } } };
   }
   if (res.ok) {
-    Object.assign(turn, { id: res.body.id, streamUrl: res.body.stream_url, phase: "queued" });
+    const phase = turn.stopWanted ? "stopping" : "queued";
+    Object.assign(turn, { id: res.body.id, streamUrl: res.body.stream_url, phase });
     attach(turn);
+    if (turn.stopWanted) stop();
   } else {
     Object.assign(turn, { status: "error", error: errorText(res) });
     if (res.status === 401) askForKey();
@@ -446,15 +448,15 @@ function retry(turn) {
 async function stop() {
   const turn = activeTurn();
   if (!turn) return;
-  if (!turn.id) return; // still being created; its POST will settle it
   setPhase(turn, "stopping");
+  if (!turn.id) { turn.stopWanted = true; return; } // generate() stops it once it has an id
   try {
     // 202 means the `cancelled` event is on its way; 409 means a terminal
     // event already is. Either way the stream, not this reply, ends the turn.
     const res = await api(`/v1/generations/${encodeURIComponent(turn.id)}/cancel`, { method: "POST" });
     if (!res.ok && res.status !== 409) turn.notice = errorText(res);
   } catch {
-    turn.notice = "Could not reach the server to stop; it will keep trying to stream.";
+    turn.notice = "Could not reach the server to stop this answer. Press Stop to try again.";
   }
   updateTurn(turn);
   ui.prompt.focus();
