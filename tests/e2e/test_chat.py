@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
@@ -165,3 +167,45 @@ def test_new_chat_clears_the_conversation(chat: Chat) -> None:
     expect(chat.page.locator("#empty")).to_be_visible()
     chat.page.reload()
     expect(chat.page.locator(".msg")).to_have_count(0)
+
+
+def test_mock_options_can_come_from_the_url(chat: Chat) -> None:
+    options = {"text": "Configured from the address bar.", "tokens_per_second": 0}
+    chat.open("?" + urlencode({"mock": json.dumps(options)}))
+    answer = chat.ask("hi")
+    chat.wait_status(answer, "done")
+    assert text_of(answer) == options["text"]
+
+
+def test_an_answer_gone_from_the_server_is_marked_unavailable(chat: Chat) -> None:
+    # A conversation saved by an earlier visit, whose generation the server no
+    # longer knows (e.g. Redis was wiped): the page must say so, not spin forever.
+    chat.allow_console(r"status of 404")
+    missing = "gen_" + "A" * 22
+    saved = {
+        "turns": [
+            {"role": "user", "content": "from last week"},
+            {
+                "role": "assistant",
+                "id": missing,
+                "text": "Half an ans",
+                "lastId": 5,
+                "streamUrl": f"/v1/generations/{missing}/events?token=x",
+                "status": "streaming",
+                "phase": "streaming",
+                "toolCalls": [],
+                "stats": None,
+                "error": "",
+                "notice": "",
+            },
+        ]
+    }
+    chat.page.add_init_script(
+        f"localStorage.setItem('spool.chat.v1', {json.dumps(json.dumps(saved))})"
+    )
+    chat.open()
+    answer = chat.answers().first
+    chat.wait_status(answer, "lost")
+    expect(answer.locator(".error-text")).to_contain_text("no longer available")
+    assert text_of(answer) == "Half an ans"
+    expect(chat.page.locator("#send")).to_be_visible()
