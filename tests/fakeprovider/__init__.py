@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import requests
 
 STARTUP_TIMEOUT_S = 15.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +64,8 @@ class FakeProvider:
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request recorded so far, oldest first."""
+        import requests  # here, not at the top: `drive` must patch gevent before ssl loads
+
         response = requests.get(f"{self.url}/_fake/requests", timeout=5)
         response.raise_for_status()
         records: list[dict[str, Any]] = response.json()
@@ -72,6 +73,8 @@ class FakeProvider:
 
     def reset(self) -> None:
         """Clear the request log and fault counters."""
+        import requests
+
         requests.post(f"{self.url}/_fake/reset", timeout=5).raise_for_status()
 
     def stop(self) -> None:
