@@ -1,0 +1,23 @@
+"""Gunicorn settings for the `web` process (gevent, long-lived SSE streams)."""
+
+# Patch before anything imports ssl or socket (gunicorn loads this file first).
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Each SSE reader holds a connection for the whole answer; size for thousands.
+worker_connections = int(os.environ.get("SPOOL_WEB_CONNECTIONS", "4000"))
+# Async workers notify the arbiter from their own greenlet, so long streams are fine.
+timeout = 30
+# Streams never end on their own: after this, remaining readers are cut and
+# reconnect (with Last-Event-ID) to another process. Heroku kills at 30 s.
+graceful_timeout = int(os.environ.get("SPOOL_WEB_GRACE_S", "20"))
+keepalive = 75  # longer than typical load balancer idle timeouts
+accesslog = "-" if os.environ.get("SPOOL_ACCESS_LOG") == "1" else None
+errorlog = "-"
+loglevel = os.environ.get("SPOOL_LOG_LEVEL", "info")

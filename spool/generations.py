@@ -1,0 +1,164 @@
+"""Generation records: create, load, present, request cancellation.
+
+The record hash holds what the event log does not: who owns the generation,
+the validated request, timestamps and the terminal fields. The log's append
+script keeps `status`, `last_seq` and `ended` in step with the events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from spool.clock import iso, now_ms
+from spool.events import CANCELLED, STATUS, TERMINAL_STATUSES
+from spool.keys import Keys
+from spool.log import EventLog, dumps
+from spool.schemas import GenerationRequest
+
+CANCEL_REASONS = ("user", "abandoned")
+
+
+@dataclass(frozen=True)
+class Created:
+    """Outcome of `create`: the id, and whether an idempotency key matched an older one."""
+
+    gen_id: str
+    existing: bool
+
+
+def _json_field(record: dict[str, str], name: str) -> Any:
+    raw = record.get(name)
+    return orjson.loads(raw) if raw else None
+
+
+class Generations:
+    """Records of generations in Redis."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, log: EventLog) -> None:
+        self.client = client
+        self.keys = keys
+        self.log = log
+
+    def create(
+        self,
+        gen_id: str,
+        tenant: str,
+        request: GenerationRequest,
+        *,
+        provider: str,
+        model: str,
+        abandon_after_s: int | None,
+        batch_id: str | None = None,
+    ) -> None:
+        """Write the record and event 1 (`status: queued`) in one transaction."""
+        k, retention = self.keys, self.log.retention
+        created = now_ms()
+        body = request.model_dump(mode="json")
+        body.update(provider=provider, model=model)
+        fields: dict[str, Any] = {
+            "tenant": tenant,
+            "status": "queued",
+            "provider": provider,
+            "model": model,
+            "priority": request.priority,
+            "request": dumps(body),
+            "metadata": dumps(request.metadata),
+            "created_ms": created,
+            "last_seq": 0,
+        }
+        if abandon_after_s is not None:
+            fields["abandon_after_s"] = abandon_after_s
+        if batch_id is not None:
+            fields["batch_id"] = batch_id
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(k.record(gen_id), mapping=fields)  # type: ignore[arg-type]
+        pipe.expire(k.record(gen_id), retention.live_s)
+        pipe.set(k.tombstone(gen_id), tenant, ex=retention.live_s + retention.tombstone_s)
+        self.log.queue_append(pipe, gen_id, STATUS, {"status": "queued"})
+        pipe.execute()
+
+    def load(self, gen_id: str) -> dict[str, str] | None:
+        """The raw record hash, or None when it does not exist (or expired)."""
+        record: dict[str, str] = self.client.hgetall(self.keys.record(gen_id))  # type: ignore[assignment]
+        return record or None
+
+    def tombstone_tenant(self, gen_id: str) -> str | None:
+        """Tenant of an expired generation whose tombstone still stands."""
+        value: str | None = self.client.get(self.keys.tombstone(gen_id))  # type: ignore[assignment]
+        return value
+
+    def view(self, gen_id: str, record: dict[str, str]) -> dict[str, Any]:
+        """The API.md shape of `GET /v1/generations/{id}`."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.text(gen_id))
+        pipe.lrange(self.keys.tool_calls(gen_id), 0, -1)
+        text, tool_calls = pipe.execute()
+        calls = [orjson.loads(raw) for raw in tool_calls]
+        view: dict[str, Any] = {
+            "id": gen_id,
+            "object": "generation",
+            "status": record.get("status"),
+            "provider": record.get("provider"),
+            "model": record.get("model"),
+            "text": text or "",
+            "tool_calls": [
+                {"id": c["id"], "name": c["name"], "arguments": c["arguments"]} for c in calls
+            ],
+            "finish_reason": record.get("finish_reason"),
+            "usage": _json_field(record, "usage"),
+            "error": _json_field(record, "error"),
+            "metrics": _json_field(record, "metrics") or _empty_metrics(),
+            "last_event_id": int(record.get("last_seq", 0)),
+            "created_at": _iso_field(record, "created_ms"),
+            "started_at": _iso_field(record, "started_ms"),
+            "finished_at": _iso_field(record, "finished_ms"),
+            "metadata": _json_field(record, "metadata") or {},
+        }
+        if "parsed" in record:
+            view["parsed"] = _json_field(record, "parsed")
+        return view
+
+    def request_cancel(self, gen_id: str, record: dict[str, str], reason: str = "user") -> str:
+        """Ask for cancellation; returns the status to report.
+
+        A queued generation is ended here (no worker holds it; the append
+        script's guard makes a racing worker's writes no-ops). A running one
+        is flagged and announced; its worker appends `cancelled` itself
+        after closing the provider stream.
+        """
+        status = record.get("status", "")
+        if status in TERMINAL_STATUSES:
+            return status
+        rec_key = self.keys.record(gen_id)
+        self.client.hsetnx(rec_key, "cancel", reason)
+        if status == "queued":
+            seq = self.log.append(
+                gen_id, CANCELLED, {"reason": reason}, fields=cancel_fields(reason)
+            )
+            if seq > 0:
+                return "cancelled"
+        self.client.publish(self.keys.cancel_channel(), gen_id)
+        current = self.client.hget(rec_key, "status")
+        return str(current or status)
+
+
+def cancel_fields(reason: str) -> dict[str, Any]:
+    """Record fields written with a `cancelled` terminal event."""
+    return {
+        "status": "cancelled",
+        "finish_reason": "abandoned" if reason == "abandoned" else "cancelled",
+        "finished_ms": now_ms(),
+    }
+
+
+def _iso_field(record: dict[str, str], name: str) -> str | None:
+    raw = record.get(name)
+    return iso(int(raw)) if raw else None
+
+
+def _empty_metrics() -> dict[str, Any]:
+    return {"queue_ms": None, "ttft_ms": None, "duration_ms": None, "tokens_per_second": None}

@@ -1,0 +1,117 @@
+"""Every Redis key Spool uses, built in one place.
+
+All keys of one generation share the `{<generation id>}` hash tag, so on a
+Redis Cluster they live on one slot and the atomic append (a Lua script
+touching several of them) is legal there. Cross-generation indexes
+(tenant limits, the running set) are separate keys used outside scripts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+QUEUE_INTERACTIVE = "interactive"
+QUEUE_BATCH = "batch"
+PRIORITIES = (QUEUE_INTERACTIVE, QUEUE_BATCH)
+
+
+def _digest(value: str) -> str:
+    """A short stable digest, so user-chosen strings never become raw key text."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one namespace (`SPOOL_NAMESPACE`, default `spool`)."""
+
+    namespace: str = "spool"
+
+    # -- one generation (all share the hash tag) -------------------------------
+    def _gen(self, gen_id: str, part: str) -> str:
+        return f"{self.namespace}:gen:{{{gen_id}}}:{part}"
+
+    def record(self, gen_id: str) -> str:
+        """Hash: status, tenant, request, timestamps, last_seq, terminal fields."""
+        return self._gen(gen_id, "rec")
+
+    def log(self, gen_id: str) -> str:
+        """List: entry N (0-based) is event seq N+1, encoded by `spool.events`."""
+        return self._gen(gen_id, "log")
+
+    def text(self, gen_id: str) -> str:
+        """String: all delta text so far (what GET returns as `text`)."""
+        return self._gen(gen_id, "text")
+
+    def tool_calls(self, gen_id: str) -> str:
+        """List: the JSON of each `tool_call` event, in order."""
+        return self._gen(gen_id, "tools")
+
+    def channel(self, gen_id: str) -> str:
+        """Pub/sub channel carrying every appended entry."""
+        return self._gen(gen_id, "ch")
+
+    def tombstone(self, gen_id: str) -> str:
+        """String (tenant): outlives the record so an expired id answers 410."""
+        return self._gen(gen_id, "tomb")
+
+    def lease(self, gen_id: str) -> str:
+        """String (worker id) with a short TTL while a worker runs the generation."""
+        return self._gen(gen_id, "lease")
+
+    def readers(self, gen_id: str) -> str:
+        """Hash: web process id -> reader count, refreshed while readers are attached."""
+        return self._gen(gen_id, "readers")
+
+    def generation_keys(self, gen_id: str) -> list[str]:
+        """The keys whose lifetime is the generation's retention."""
+        return [self.record(gen_id), self.log(gen_id), self.text(gen_id), self.tool_calls(gen_id)]
+
+    # -- indexes across generations ------------------------------------------
+    def idempotency(self, tenant: str, key: str) -> str:
+        """String: generation or batch id for (tenant, idempotency key), 24 h."""
+        return f"{self.namespace}:idem:{_digest(tenant)}:{_digest(key)}"
+
+    def rate(self, api_key: str, window: int) -> str:
+        """Counter of requests by one API key in one rate window."""
+        return f"{self.namespace}:rate:{_digest(api_key)}:{window}"
+
+    def active(self, tenant: str) -> str:
+        """Sorted set of a tenant's queued + running generation ids."""
+        return f"{self.namespace}:active:{_digest(tenant)}"
+
+    def running(self) -> str:
+        """Sorted set: in-progress generation id -> lease deadline (ms)."""
+        return f"{self.namespace}:running"
+
+    def workers(self) -> str:
+        """Sorted set: live worker id -> last heartbeat (s)."""
+        return f"{self.namespace}:workers"
+
+    def cancel_channel(self) -> str:
+        """Pub/sub channel on which cancel requests are announced to workers."""
+        return f"{self.namespace}:control"
+
+    def queue_name(self, priority: str) -> str:
+        """RQ queue name for a priority (RQ adds its own `rq:queue:` prefix)."""
+        return f"{self.namespace}-{priority}"
+
+    # -- batches ---------------------------------------------------------------
+    def _batch(self, batch_id: str, part: str) -> str:
+        return f"{self.namespace}:batch:{{{batch_id}}}:{part}"
+
+    def batch_record(self, batch_id: str) -> str:
+        """Hash: status, counters, tenant, timestamps."""
+        return self._batch(batch_id, "rec")
+
+    def batch_rows(self, batch_id: str) -> str:
+        """List: generation id of each row, in row order."""
+        return self._batch(batch_id, "rows")
+
+    def batch_log(self, batch_id: str) -> str:
+        """List: the batch's progress event log."""
+        return self._batch(batch_id, "log")
+
+    def batch_channel(self, batch_id: str) -> str:
+        """Pub/sub channel of the batch's progress events."""
+        return self._batch(batch_id, "ch")

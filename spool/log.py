@@ -1,0 +1,165 @@
+"""The event log: one atomic append, paged reads.
+
+An append is one Lua script: take the next sequence number, push the entry,
+append delta text, record tool calls, update the record, set TTLs, publish.
+Because it refuses to write after a terminal event, every log ends with
+exactly one terminal event even when a worker, a canceller and a lease
+settler race to end the same generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from spool.events import DELTA, TERMINAL_EVENTS, TOOL_CALL, LogEntry, decode_entry
+from spool.keys import Keys
+
+READ_PAGE = 500  # entries per LRANGE when replaying a backlog
+
+APPENDED_MISSING = -1  # the record does not exist (expired or never created)
+APPENDED_AFTER_END = -2  # the log already has its terminal event
+
+_APPEND_LUA = """
+-- KEYS: 1 record, 2 log, 3 text, 4 tool calls, 5 tombstone, 6 channel
+-- ARGV: 1 event, 2 data, 3 text, 4 terminal flag, 5 live ttl, 6 final ttl,
+--       7 tombstone ttl, 8 publish command, 9.. record field/value pairs
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[1], 'ended') == 1 then return -2 end
+local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
+local entry = seq .. ' ' .. ARGV[1] .. ' ' .. ARGV[2]
+if redis.call('RPUSH', KEYS[2], entry) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+if ARGV[3] ~= '' then
+  if redis.call('APPEND', KEYS[3], ARGV[3]) == string.len(ARGV[3]) then
+    redis.call('EXPIRE', KEYS[3], ARGV[5])
+  end
+end
+if ARGV[1] == 'tool_call' then
+  if redis.call('RPUSH', KEYS[4], ARGV[2]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
+end
+if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'ended', seq)
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+  redis.call('EXPIRE', KEYS[5], ARGV[7])
+end
+redis.call(ARGV[8], KEYS[6], entry)
+return seq
+"""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """TTLs: while live, after the terminal event, and for the 410 tombstone."""
+
+    live_s: int
+    final_s: int
+    tombstone_s: int
+
+    @classmethod
+    def from_settings(cls, retention_s: int, job_timeout_s: int, tombstone_s: int) -> Retention:
+        """Live keys outlast the longest job plus retention, so a lost worker
+        cannot leave keys behind forever."""
+        live = job_timeout_s + retention_s
+        return cls(live_s=live, final_s=retention_s, tombstone_s=retention_s + tombstone_s)
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON (orjson) as text."""
+    return orjson.dumps(data).decode("utf-8")
+
+
+class EventLog:
+    """Append to and read generation logs."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        retention: Retention,
+        *,
+        publish_command: str = "PUBLISH",
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.retention = retention
+        self.publish_command = publish_command
+        self._script = client.register_script(_APPEND_LUA)
+
+    def _call(
+        self,
+        pipe: Any,
+        gen_id: str,
+        event: str,
+        data: Mapping[str, Any] | str,
+        fields: Mapping[str, Any] | None,
+    ) -> Any:
+        k = self.keys
+        payload = data if isinstance(data, str) else dumps(data)
+        text = ""
+        if event == DELTA:
+            text = data["text"] if not isinstance(data, str) else orjson.loads(data)["text"]
+        args: list[Any] = [
+            event,
+            payload,
+            text,
+            "1" if event in TERMINAL_EVENTS else "0",
+            self.retention.live_s,
+            self.retention.final_s,
+            self.retention.tombstone_s,
+            self.publish_command,
+        ]
+        updates = dict(fields or {})
+        if event in (DELTA, TOOL_CALL):
+            updates["output"] = "1"
+        for name, value in updates.items():
+            args.extend((name, value if isinstance(value, str) else dumps(value)))
+        keys = [
+            k.record(gen_id),
+            k.log(gen_id),
+            k.text(gen_id),
+            k.tool_calls(gen_id),
+            k.tombstone(gen_id),
+            k.channel(gen_id),
+        ]
+        return self._script(keys=keys, args=args, client=pipe)
+
+    def append(
+        self,
+        gen_id: str,
+        event: str,
+        data: Mapping[str, Any] | str,
+        fields: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append one event; returns its seq, or APPENDED_MISSING / APPENDED_AFTER_END."""
+        return int(self._call(self.client, gen_id, event, data, fields))
+
+    def queue_append(
+        self,
+        pipe: Any,
+        gen_id: str,
+        event: str,
+        data: Mapping[str, Any] | str,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue an append on `pipe`, so many generations share one round trip."""
+        self._call(pipe, gen_id, event, data, fields)
+
+    def read(self, gen_id: str, after: int = 0, limit: int = READ_PAGE) -> list[LogEntry]:
+        """Entries with seq > `after`, at most `limit` (seq N is list index N-1)."""
+        raw = self.client.lrange(self.keys.log(gen_id), after, after + limit - 1)
+        return [decode_entry(str(item)) for item in raw]
+
+    def read_all(self, gen_id: str, after: int = 0) -> list[LogEntry]:
+        """Every entry after `after`, paged."""
+        entries: list[LogEntry] = []
+        while True:
+            page = self.read(gen_id, after, READ_PAGE)
+            entries.extend(page)
+            if len(page) < READ_PAGE:
+                return entries
+            after = page[-1].seq

@@ -1,0 +1,152 @@
+"""Request schemas (pydantic): the single source for validation and OpenAPI.
+
+Strict mode: `"5"` is not an int and `true` is not a number, so a wrong type
+is a 400 rather than a silent coercion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_MESSAGES = 1000
+MAX_CONTENT_CHARS = 500_000
+MAX_TOOLS = 128
+MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+MAX_MOCK_TOOL_CALLS = 16
+DEFAULT_MAX_TOKENS = 1024
+
+Role = Literal["system", "user", "assistant", "tool"]
+ProviderName = Literal["mock", "openai", "anthropic"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class ToolCallFunction(_Strict):
+    name: str = Field(min_length=1, max_length=128)
+    arguments: str = Field(max_length=MAX_CONTENT_CHARS)
+
+
+class AssistantToolCall(_Strict):
+    """A tool call the assistant made earlier in the conversation (OpenAI shape)."""
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class Message(_Strict):
+    role: Role
+    content: str | None = Field(default="", max_length=MAX_CONTENT_CHARS)
+    name: str | None = Field(default=None, max_length=128)
+    tool_call_id: str | None = Field(default=None, max_length=256)
+    tool_calls: list[AssistantToolCall] | None = Field(default=None, max_length=MAX_TOOLS)
+
+
+class FunctionSpec(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(default=None, max_length=4096)
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Strict):
+    """An OpenAI-style function tool (translated for Anthropic by the worker)."""
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class MockToolCall(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class MockOptions(_Strict):
+    """Options of the deterministic `mock` provider (API.md)."""
+
+    text: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
+    tokens_per_second: float = Field(default=40, ge=0, le=100_000)
+    ttft_ms: int = Field(default=300, ge=0, le=600_000)
+    chunk: Literal["token", "char"] = "token"
+    fail_after_tokens: int | None = Field(default=None, ge=0)
+    fail_with: Literal["rate_limit", "server_error", "timeout", "content_filter"] = "server_error"
+    tool_calls: list[MockToolCall] | None = Field(default=None, max_length=MAX_MOCK_TOOL_CALLS)
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object"]
+
+
+class GenerationRequest(_Strict):
+    """Body of `POST /v1/generations` (and `/v1/chat`, and each batch row)."""
+
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    system: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
+    provider: ProviderName | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
+    buffer: Literal["none", "word", "sentence"] = "none"
+    priority: Literal["interactive", "batch"] = "interactive"
+    metadata: dict[str, str] = Field(default_factory=dict)
+    mock: MockOptions = Field(default_factory=MockOptions)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    abandon_after_s: int | None = Field(default=None, ge=1)
+    response_format: ResponseFormat | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"at most {MAX_METADATA_KEYS} metadata keys")
+        for key, item in value.items():
+            if not key or len(key) > MAX_METADATA_KEY_CHARS:
+                raise ValueError(f"metadata keys must be 1-{MAX_METADATA_KEY_CHARS} characters")
+            if len(item) > MAX_METADATA_VALUE_CHARS:
+                raise ValueError(
+                    f"metadata values must be at most {MAX_METADATA_VALUE_CHARS} characters"
+                )
+        return value
+
+
+class RequestError(ValueError):
+    """A request failed validation; `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+def first_error(exc: ValidationError, prefix: str = "") -> RequestError:
+    """The first validation error, as a message and a dotted `param`."""
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in err["loc"])
+    param = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or None)
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    return RequestError(f"{param}: {message}" if param else message, param)
+
+
+def parse_generation_request(
+    payload: Any, *, max_tokens_limit: int, param_prefix: str = ""
+) -> GenerationRequest:
+    """Validate a decoded JSON body; raises RequestError."""
+    if not isinstance(payload, dict):
+        raise RequestError("request body must be a JSON object", param_prefix.rstrip(".") or None)
+    try:
+        request = GenerationRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise first_error(exc, param_prefix) from None
+    if request.max_tokens > max_tokens_limit:
+        raise RequestError(
+            f"max_tokens must be at most {max_tokens_limit}", f"{param_prefix}max_tokens"
+        )
+    return request

@@ -1,0 +1,88 @@
+"""The generations API: create, read, cancel, and the blocking /v1/chat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from spool.clock import iso
+from spool.schemas import RequestError, parse_generation_request
+from webapp.auth import authenticate, stream_url
+from webapp.body import require_json_object
+from webapp.errors import ApiError
+from webapp.hub import HubUnavailable
+from webapp.launch import find_generation, start_generation, wait_for_end
+from webapp.services import services
+
+bp = Blueprint("api", __name__)
+
+
+def parse_request_body() -> Any:
+    """Decode and validate a generation request body (400/413/415 on failure)."""
+    svc = services()
+    payload = require_json_object(request)
+    try:
+        return parse_generation_request(payload, max_tokens_limit=svc.settings.max_tokens_limit)
+    except RequestError as exc:
+        raise ApiError(400, exc.message, param=exc.param) from None
+
+
+@bp.post("/v1/generations")
+def create_generation() -> ResponseReturnValue:
+    """Enqueue a generation; 202 with its id and stream URL."""
+    svc = services()
+    tenant = authenticate(svc.settings)
+    body = parse_request_body()
+    gen_id, _ = start_generation(svc, tenant, body)
+    record = find_generation(svc, gen_id, tenant)
+    return jsonify(
+        id=gen_id,
+        object="generation",
+        status=record.get("status"),
+        stream_url=stream_url(svc.settings, gen_id),
+        created_at=iso(int(record["created_ms"])),
+    ), 202
+
+
+@bp.get("/v1/generations/<gen_id>")
+def get_generation(gen_id: str) -> ResponseReturnValue:
+    """The generation record: status, text so far, tool calls, usage, metrics."""
+    svc = services()
+    tenant = authenticate(svc.settings)
+    record = find_generation(svc, gen_id, tenant)
+    return jsonify(svc.generations.view(gen_id, record))
+
+
+@bp.post("/v1/generations/<gen_id>/cancel")
+def cancel_generation(gen_id: str) -> ResponseReturnValue:
+    """Ask the worker to stop; 409 once the generation completed or failed."""
+    svc = services()
+    tenant = authenticate(svc.settings)
+    record = find_generation(svc, gen_id, tenant)
+    if record.get("status") in ("completed", "failed"):
+        raise ApiError(409, f"generation already {record['status']}")
+    status = svc.generations.request_cancel(gen_id, record)
+    return jsonify(id=gen_id, status=status), 202
+
+
+@bp.post("/v1/chat")
+def chat() -> ResponseReturnValue:
+    """Create a generation and wait for it: 200 with the record, or 504 with the id."""
+    svc = services()
+    tenant = authenticate(svc.settings)
+    body = parse_request_body()
+    gen_id, _ = start_generation(svc, tenant, body)
+    try:
+        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s)
+    except HubUnavailable:
+        record = None
+    if record is None or "ended" not in record:
+        raise ApiError(
+            504,
+            "the generation did not finish in time; it keeps running and can still be read",
+            type="timeout",
+            extra={"id": gen_id},
+        )
+    return jsonify(svc.generations.view(gen_id, record))

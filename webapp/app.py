@@ -1,0 +1,32 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from spool.settings import Settings
+from webapp import api, ops, stream
+from webapp.errors import register_error_handlers
+from webapp.services import Services
+
+log = logging.getLogger("spool.web")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the web app; settings default to the environment."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["spool"] = Services.build(settings)
+    register_error_handlers(app)
+    for blueprint in (api.bp, stream.bp, ops.bp):
+        app.register_blueprint(blueprint)
+    if not settings.auth_enabled:
+        log.warning(
+            "SPOOL_API_KEYS is not set: authentication is OFF and every caller is tenant "
+            "'dev'. Set SPOOL_API_KEYS and SPOOL_SECRET_KEY before exposing this server."
+        )
+    return app

@@ -1,0 +1,225 @@
+"""The per-process pub/sub hub: one Redis connection fans out to every reader.
+
+flask-sse opens a Redis connection per browser; here a web process holds
+one subscriber connection, read by one greenlet, whatever the number of
+readers. Channels are subscribed while at least one local reader watches
+(refcounted, with a short linger so a reconnecting client reuses them).
+Each reader has a bounded queue: a reader that falls behind is flagged and
+catches up from the log instead of growing this process's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.queue
+import redis
+
+from webapp.sse import entry_frame
+
+log = logging.getLogger("spool.hub")
+
+READER_QUEUE_SIZE = 512  # frames buffered per reader before it must re-read the log
+SUBSCRIBE_TIMEOUT_S = 5.0
+LINGER_S = 5.0  # keep a channel subscribed this long after its last reader leaves
+RECONNECT_MAX_S = 2.0
+KEEPALIVE_S = 10.0  # PING the subscriber connection this often
+STALE_AFTER_S = 3 * KEEPALIVE_S  # no bytes for this long: the connection is dead
+
+
+class HubUnavailable(Exception):
+    """The hub could not confirm a subscription (Redis unreachable)."""
+
+
+class Gap:
+    """Queue marker: messages may have been missed; re-read the log."""
+
+
+GAP = Gap()
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """A live message, decoded once for all readers."""
+
+    seq: int
+    frame: bytes
+    terminal: bool
+
+
+_TERMINAL = frozenset({b"done", b"error", b"cancelled"})
+
+
+class Subscription:
+    """One reader's view of one channel."""
+
+    __slots__ = ("channel", "overflowed", "queue")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.queue: gevent.queue.Queue[Live | Gap] = gevent.queue.Queue(READER_QUEUE_SIZE)
+        self.overflowed = False
+
+    def offer(self, item: Live | Gap) -> None:
+        """Hand over an item without ever blocking the hub."""
+        try:
+            self.queue.put_nowait(item)
+        except gevent.queue.Full:
+            self.overflowed = True
+
+    def reset(self) -> None:
+        """Drop buffered items; the reader is about to re-read the log."""
+        self.overflowed = False
+        while True:
+            try:
+                self.queue.get_nowait()
+            except gevent.queue.Empty:
+                return
+
+
+@dataclass
+class _Channel:
+    subs: set[Subscription] = field(default_factory=set)
+    confirmed: gevent.event.Event = field(default_factory=gevent.event.Event)
+    idle_since: float | None = None
+
+
+class Hub:
+    """Fan-out of Redis pub/sub messages to local readers."""
+
+    def __init__(self, url: str) -> None:
+        self._pool = redis.ConnectionPool.from_url(
+            url, protocol=2, socket_timeout=None, socket_keepalive=True
+        )
+        self._channels: dict[str, _Channel] = {}
+        self._conn: Any = None
+        self._connected = gevent.event.Event()
+        self._send_lock = gevent.lock.Semaphore()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._last_read = time.monotonic()
+
+    # -- readers' side ----------------------------------------------------
+    def subscribe(self, channel: str) -> Subscription:
+        """Register a reader; returns once Redis confirms the channel is live."""
+        self._ensure_started()
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+            self._send("SUBSCRIBE", channel)
+        sub = Subscription(channel)
+        state.subs.add(sub)
+        state.idle_since = None
+        if not state.confirmed.wait(SUBSCRIBE_TIMEOUT_S):
+            self.unsubscribe(sub)
+            raise HubUnavailable(channel)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Deregister a reader; the channel lingers briefly before UNSUBSCRIBE."""
+        state = self._channels.get(sub.channel)
+        if state is None:
+            return
+        state.subs.discard(sub)
+        if not state.subs:
+            state.idle_since = time.monotonic()
+
+    @property
+    def reader_count(self) -> int:
+        """Readers attached in this process (for metrics)."""
+        return sum(len(state.subs) for state in self._channels.values())
+
+    # -- the hub's own greenlets --------------------------------------------
+    def _ensure_started(self) -> None:
+        # Started on first use, never at import or app creation, so a
+        # pre-forking server never carries greenlets or sockets into workers.
+        if not self._greenlets:
+            self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._housekeep)]
+
+    def _send(self, *args: str) -> None:
+        if not self._connected.is_set():
+            return  # (re)subscribed on reconnect
+        with self._send_lock:
+            try:
+                self._conn.send_command(*args)
+            except (redis.RedisError, OSError):
+                log.warning("hub send failed; reconnecting")
+                self._drop_connection()
+
+    def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                self._connect()
+                delay = 0.05
+                self._read_loop()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("hub connection lost: %s", type(exc).__name__)
+            self._drop_connection()
+            gevent.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _connect(self) -> None:
+        conn = self._pool.make_connection()
+        conn.connect()
+        self._conn = conn
+        self._last_read = time.monotonic()
+        self._connected.set()
+        with self._send_lock:
+            for channel in list(self._channels):
+                conn.send_command("SUBSCRIBE", channel)
+        log.info("hub connected; %d channels", len(self._channels))
+
+    def _drop_connection(self) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if self._conn is not None:
+            self._conn.disconnect()
+        if not was_connected:
+            return
+        for state in self._channels.values():
+            state.confirmed.clear()
+            for sub in state.subs:
+                sub.offer(GAP)  # messages may have been lost while down
+
+    def _read_loop(self) -> None:
+        conn = self._conn
+        while True:
+            reply = conn.read_response(timeout=None, disconnect_on_error=False)
+            self._last_read = time.monotonic()
+            kind = reply[0]
+            if kind == b"message":
+                self._dispatch(reply[1].decode(), reply[2])
+            elif kind == b"subscribe":
+                state = self._channels.get(reply[1].decode())
+                if state is not None:
+                    state.confirmed.set()
+
+    def _dispatch(self, channel: str, raw: bytes) -> None:
+        state = self._channels.get(channel)
+        if state is None or not state.subs:
+            return
+        seq, name, data = raw.split(b" ", 2)
+        item = Live(int(seq), entry_frame(seq, name, data), name in _TERMINAL)
+        for sub in state.subs:
+            sub.offer(item)
+
+    def _housekeep(self) -> None:
+        while True:
+            gevent.sleep(1.0)
+            now = time.monotonic()
+            for channel, state in list(self._channels.items()):
+                if state.idle_since is not None and now - state.idle_since >= LINGER_S:
+                    del self._channels[channel]
+                    self._send("UNSUBSCRIBE", channel)
+            if self._connected.is_set():
+                if now - self._last_read > STALE_AFTER_S:
+                    log.warning("hub connection silent for %.0fs; reconnecting", STALE_AFTER_S)
+                    self._drop_connection()
+                elif now - self._last_read > KEEPALIVE_S:
+                    self._send("PING")

@@ -1,0 +1,59 @@
+"""Operational routes: health, readiness, models, and the demo page."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import redis
+from flask import Blueprint, jsonify, send_from_directory
+from flask.typing import ResponseReturnValue
+
+from spool.catalog import KNOWN_MODELS, configured_providers
+from webapp.auth import authenticate
+from webapp.services import services
+
+bp = Blueprint("ops", __name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+WORKER_ALIVE_S = 30  # a worker heartbeat older than this does not count
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """200 while this process serves requests."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """200 when Redis answers and at least one worker heartbeat is recent."""
+    svc = services()
+    try:
+        svc.redis.ping()
+        cutoff = time.time() - WORKER_ALIVE_S
+        workers = int(svc.redis.zcount(svc.keys.workers(), cutoff, "+inf"))
+    except redis.RedisError:
+        return jsonify(status="unavailable", redis=False, workers=0), 503
+    if workers == 0:
+        return jsonify(status="unavailable", redis=True, workers=0), 503
+    return jsonify(status="ok", redis=True, workers=workers)
+
+
+@bp.get("/v1/models")
+def models() -> ResponseReturnValue:
+    """Configured providers' models in OpenAI's list format (`provider/model` ids)."""
+    svc = services()
+    authenticate(svc.settings)
+    data = [
+        {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
+        for provider in configured_providers(svc.settings)
+        for model in KNOWN_MODELS[provider]
+    ]
+    return jsonify(object="list", data=data)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """The demo chat page."""
+    return send_from_directory(STATIC_DIR, "index.html")

@@ -1,0 +1,190 @@
+"""The SSE relay: backlog from the log, then live from the hub, merged by seq.
+
+A reader registers with the hub *before* reading the backlog, so nothing
+published meanwhile is missed; live messages at or below what was sent are
+dropped, and a hole in the sequence (or an overflowing queue, or a hub
+reconnect) sends the reader back to the log. If Redis goes away the
+response simply ends: the client reconnects and resumes. A terminal event
+is never invented here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gevent.queue
+import orjson
+import redis
+from flask import Blueprint, Response, request
+from flask.typing import ResponseReturnValue
+
+from spool.events import DELTA, LogEntry
+from spool.log import READ_PAGE, dumps
+from spool.utf16 import split_utf16
+from webapp import sse
+from webapp.auth import authenticate, authorize_stream
+from webapp.errors import ApiError
+from webapp.hub import Gap, HubUnavailable
+from webapp.launch import find_generation
+from webapp.services import Services, services
+
+log = logging.getLogger("spool.stream")
+
+bp = Blueprint("stream", __name__)
+
+MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def _parse_position(raw: str | None, param: str) -> int | None:
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 16 or int(text) > MAX_EVENT_ID:
+        raise ApiError(400, f"{param} must be a non-negative integer", param=param)
+    return int(text)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a reader starts: after event `after`, or at UTF-16 offset `offset`."""
+
+    after: int
+    offset: int | None
+
+
+def parse_resume() -> ResumePoint:
+    """Read Last-Event-ID, ?after= and ?offset= (400 on anything malformed)."""
+    header = _parse_position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    after = _parse_position(request.args.get("after"), "after")
+    offset = _parse_position(request.args.get("offset"), "offset")
+    # EventSource re-sends the original URL (which may carry ?after=) plus
+    # the header, so the further of the two is where the reader really is.
+    position = max(header or 0, after or 0)
+    if offset is not None and position:
+        raise ApiError(400, "offset cannot be combined with after or Last-Event-ID",
+                       param="offset")
+    return ResumePoint(position, offset)
+
+
+def _frame(entry: LogEntry) -> bytes:
+    return sse.entry_frame(str(entry.seq).encode(), entry.event.encode(), entry.data.encode())
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What a `?offset=` stream starts with."""
+
+    frames: list[bytes]
+    after: int  # the last seq the frames cover
+    complete: bool  # the frames already end with the terminal event
+
+
+def offset_start(svc: Services, gen_id: str, offset: int) -> Opening | None:
+    """One delta with the text after `offset` UTF-16 units, plus the terminal
+    event if the log has it already. None when there is nothing left (204).
+    """
+    entries = svc.log.read_all(gen_id)
+    text = "".join(orjson.loads(e.data)["text"] for e in entries if e.event == DELTA)
+    try:
+        _, tail = split_utf16(text, offset)
+    except ValueError:
+        raise ApiError(400, "offset is past the end of the text", param="offset") from None
+    terminal = entries[-1] if entries and entries[-1].terminal else None
+    body = entries[:-1] if terminal else entries
+    covered = body[-1].seq if body else 0
+    if terminal is not None and not tail:
+        return None
+    frames = [sse.event(dumps({"text": tail}), event_id=covered, name=DELTA)]
+    if terminal is not None:
+        frames.append(_frame(terminal))
+    return Opening(frames, covered, terminal is not None)
+
+
+def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> Iterator[bytes]:
+    """Yield SSE bytes from event `after` on until the terminal event."""
+    yield sse.retry(svc.settings.sse_retry_ms)
+    if opening is not None:
+        yield from opening.frames
+        if opening.complete:
+            return
+    try:
+        sub = svc.hub.subscribe(svc.keys.channel(gen_id))
+    except HubUnavailable:
+        return
+    ping_s = svc.settings.ping_interval_s
+    last = after
+    try:
+        while True:
+            if sub.overflowed:
+                sub.reset()  # before the read, so nothing after it is dropped
+            # Backlog (or catch-up after a gap), paged so a long log is never
+            # one huge read.
+            entries = svc.log.read(gen_id, last, READ_PAGE)
+            for entry in entries:
+                yield _frame(entry)
+                last = entry.seq
+                if entry.terminal:
+                    return
+            if len(entries) == READ_PAGE:
+                continue
+            quiet_since = time.monotonic()
+            while True:
+                if sub.overflowed:
+                    break
+                wait = ping_s - (time.monotonic() - quiet_since)
+                try:
+                    item = sub.queue.get(timeout=max(wait, 0.0))
+                except gevent.queue.Empty:
+                    yield sse.PING
+                    # Also a safety net: re-read in case a message was lost.
+                    break
+                if isinstance(item, Gap):
+                    break
+                if item.seq <= last:
+                    continue
+                if item.seq != last + 1:
+                    break
+                yield item.frame
+                last = item.seq
+                quiet_since = time.monotonic()
+                if item.terminal:
+                    return
+    except redis.RedisError as exc:
+        log.warning("stream %s ended: redis %s", gen_id, type(exc).__name__)
+    finally:
+        svc.hub.unsubscribe(sub)
+
+
+@bp.get("/v1/generations/<gen_id>/events")
+def events(gen_id: str) -> ResponseReturnValue:
+    """Server-Sent Events of one generation, resumable."""
+    svc = services()
+    resume = parse_resume()
+    # Without a token the caller's key decides, before anything is looked up.
+    tenant = None if "token" in request.args else authenticate(svc.settings)
+    record = find_generation(svc, gen_id, tenant)
+    authorize_stream(svc.settings, gen_id, record.get("tenant", ""))
+    ended = int(record.get("ended", 0))
+    after, opening = resume.after, None
+    if resume.offset is not None:
+        opening = offset_start(svc, gen_id, resume.offset)
+        if opening is None:
+            return Response(status=204)
+        after = opening.after
+    elif ended and after >= ended:
+        return Response(status=204)
+    elif after > int(record.get("last_seq", 0)) and not ended:
+        raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
+    return Response(
+        relay(svc, gen_id, after, opening),
+        mimetype="text/event-stream",
+        content_type="text/event-stream; charset=utf-8",
+        headers=SSE_HEADERS,
+    )

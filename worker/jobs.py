@@ -1,0 +1,11 @@
+"""RQ job functions (thin: the work is in `worker.runner`)."""
+
+from __future__ import annotations
+
+from worker.context import get_context
+from worker.runner import run_generation as _run
+
+
+def run_generation(gen_id: str) -> None:
+    """Run generation `gen_id` (enqueued by the web as `worker.jobs.run_generation`)."""
+    _run(get_context(), gen_id)
