@@ -87,3 +87,27 @@ class FakeProvider:
                 self.proc.kill()
                 self.proc.wait(5)
         self._dir.cleanup()
+
+
+def matching(records: list[dict[str, Any]], marker: str) -> list[dict[str, Any]]:
+    """The recorded requests whose body mentions `marker` (a test's unique key)."""
+    return [r for r in records if marker in orjson.dumps(r["body"]).decode()]
+
+
+def drive(provider: str, request: dict[str, Any], env: dict[str, str],
+          close_after: int | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    """Run `request` through `resilient.open_stream` in a gevent-patched subprocess.
+
+    Returns the report of `tests.fakeprovider.drive` (pieces, notices, error,
+    provider, elapsed_s, closed_at).
+    """
+    cmd = [sys.executable, "-m", "tests.fakeprovider.drive", provider,
+           orjson.dumps(request).decode()]
+    if close_after is not None:
+        cmd += ["--close-after", str(close_after)]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+                          timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"drive failed ({done.returncode}):\n{done.stderr.decode()[-3000:]}")
+    report: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return report

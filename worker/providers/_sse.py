@@ -87,8 +87,9 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
         return max(0.0, float(raw))
     except ValueError:
         pass
-    parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-    if parsed is None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
         return None
     return max(0.0, parsed.timestamp() - time.time())
 

@@ -80,6 +80,12 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool definition without null fields (OpenAI rejects `"parameters": null`)."""
+    function = {k: v for k, v in (tool.get("function") or {}).items() if v is not None}
+    return {"type": "function", "function": function}
+
+
 def request_params(request: dict[str, Any], default_model: str, compatible: bool) -> dict[str, Any]:
     """The `chat.completions.create` keyword arguments for an API request.
 
@@ -100,7 +106,7 @@ def request_params(request: dict[str, Any], default_model: str, compatible: bool
     if request.get("temperature") is not None:
         params["temperature"] = request["temperature"]
     if request.get("tools"):
-        params["tools"] = request["tools"]
+        params["tools"] = [_tool(t) for t in request["tools"]]
     response_format = request.get("response_format") or {}
     if response_format.get("type") == "json_object":
         params["response_format"] = {"type": "json_object"}
