@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anthropic
 import httpx2
 
+from spool.catalog import default_model
 from worker.providers import _sse
 from worker.providers._anthropic_request import request_params
 from worker.providers.base import (
@@ -29,7 +30,6 @@ from worker.providers.base import (
 if TYPE_CHECKING:
     from spool.settings import Settings
 
-DEFAULT_MODEL = "claude-sonnet-4-6"
 PLACEHOLDER_KEY = "spool-no-key"  # lets a keyless proxy work; the real API answers 401
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_MARGIN_S = 30.0  # backstop only; the resilience layer's timeouts fire first
@@ -185,7 +185,7 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, settings: Settings) -> None:
-        self.default_model = DEFAULT_MODEL
+        self.default_model = default_model("anthropic")
         self._settings = settings
 
     def open(self, request: dict[str, Any]) -> AnthropicStream:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 import openai
 
+from spool.catalog import default_model
 from worker.providers import _sse
 from worker.providers.base import (
     Finish,
@@ -27,7 +28,6 @@ from worker.providers.base import (
 if TYPE_CHECKING:
     from spool.settings import Settings
 
-DEFAULT_MODEL = "gpt-5.4-mini"
 # OpenAI-compatible servers rarely need a key, but the SDK refuses to start without one.
 PLACEHOLDER_KEY = "spool-no-key"
 CONNECT_TIMEOUT_S = 10.0
@@ -195,7 +195,7 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, settings: Settings) -> None:
-        self.default_model = DEFAULT_MODEL
+        self.default_model = default_model("openai")
         self._settings = settings
 
     def open(self, request: dict[str, Any]) -> OpenAIStream:
