@@ -111,3 +111,39 @@ def drive(provider: str, request: dict[str, Any], env: dict[str, str],
         raise RuntimeError(f"drive failed ({done.returncode}):\n{done.stderr.decode()[-3000:]}")
     report: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
     return report
+
+
+class Driver:
+    """A long-lived `drive --serve` subprocess: `run()` one case at a time."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakeprovider.drive", "--serve"], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ),
+        )
+
+    def run(self, provider: str, request: dict[str, Any], env: dict[str, str],
+            close_after: int | None = None) -> dict[str, Any]:
+        """Same report as `drive()`, without a process start per case."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        case = {"provider": provider, "request": request, "env": env,
+                "close_after": close_after}
+        self.proc.stdin.write(orjson.dumps(case) + b"\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"drive --serve exited with {self.proc.wait(5)}")
+        report: dict[str, Any] = orjson.loads(line)
+        if "crash" in report:
+            raise RuntimeError(report["crash"])
+        return report
+
+    def stop(self) -> None:
+        """Close stdin (the server's cue to exit) and wait."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

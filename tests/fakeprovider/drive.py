@@ -1,9 +1,10 @@
 """Run one request through `resilient.open_stream` in a gevent-patched process, as the worker does.
 
 `python -m tests.fakeprovider.drive PROVIDER REQUEST_JSON [--close-after N]` prints
-one JSON object: the pieces seen, the notices, the error (if any), which
-provider served, and timings. Settings come from the environment, so a test
-sets OPENAI_BASE_URL, SPOOL_FIRST_TOKEN_TIMEOUT_S, SPOOL_RETRY_BASE_S, ...
+one JSON object (`--serve` runs many cases from stdin instead): the pieces
+seen, the notices, the error (if any), which provider served, and timings.
+Settings come from the environment, so a test sets OPENAI_BASE_URL,
+SPOOL_FIRST_TOKEN_TIMEOUT_S, SPOOL_RETRY_BASE_S, ...
 Timeouts are gevent timers, so they only work in a patched process: that is
 why the tests drive the policy through this script rather than in-process.
 """
@@ -14,6 +15,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -51,13 +53,36 @@ def run(provider: str, request: dict[str, Any], close_after: int | None) -> dict
             "closed_at": closed_at}
 
 
+def serve() -> None:
+    """Run cases read as JSON lines from stdin, one report line each (saves a start-up per case).
+
+    A case is `{"provider", "request", "env", "close_after"}`; `env` overrides
+    the process environment for that case only.
+    """
+    base = dict(os.environ)
+    for line in sys.stdin:
+        case = orjson.loads(line)
+        os.environ.clear()
+        os.environ.update({**base, **case.get("env", {})})
+        try:
+            report = run(case["provider"], case["request"], case.get("close_after"))
+        except Exception as exc:  # report, so the test shows it instead of hanging
+            report = {"crash": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
+        sys.stdout.flush()
+
+
 def main() -> None:
-    """Parse arguments, run, print the report."""
+    """Parse arguments, run one case (or `--serve` many), print the report."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("provider")
-    parser.add_argument("request")
+    parser.add_argument("provider", nargs="?")
+    parser.add_argument("request", nargs="?")
     parser.add_argument("--close-after", type=int)
+    parser.add_argument("--serve", action="store_true", help="read cases from stdin")
     args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
     report = run(args.provider, orjson.loads(args.request), args.close_after)
     sys.stdout.write(orjson.dumps(report).decode() + "\n")
 

@@ -58,12 +58,12 @@ def read_request(sock: socket.socket) -> Request | None:
 
 
 def response_head(status: int, headers: dict[str, str]) -> bytes:
-    """Status line and headers (always `Connection: close`), ending with a blank line."""
+    """Status line and headers, ending with a blank line (connections stay open)."""
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Overloaded" if status == 529 else "Error"
     lines = [f"HTTP/1.1 {status} {reason}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines.append("connection: close")
+    lines.append("connection: keep-alive")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

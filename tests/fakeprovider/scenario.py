@@ -17,7 +17,6 @@ import orjson
 DIRECTIVE = "SCENARIO:"
 DEFAULT_CHUNK_CHARS = 4
 TOOL_ARG_FRAGMENT_CHARS = 7  # small, so tool arguments always span several chunks
-FAULTS_AFTER_OUTPUT = {"inband_error", "truncate", "drop", "reset", "stall"}
 WORDS = [
     "river", "stone", "lantern", "quiet", "harbor", "maple", "signal", "orbit", "velvet",
     "ember", "meadow", "pixel", "canyon", "thread", "falcon", "cobalt", "willow", "prism",

@@ -2,10 +2,11 @@
 
 Raw HTTP/1.1 on a gevent StreamServer, not a WSGI stack: the server needs the
 socket itself, to notice the moment a client disconnects (a watcher greenlet
-blocks in `recv`) and to drop a connection with a TCP reset. Every response
-is `Connection: close`, so the watcher never eats a pipelined request.
-Streams use chunked encoding like the real APIs, which is what lets a client
-tell a clean end (truncation) from a dropped connection.
+peeks at the socket while a stream plays) and to drop a connection with a
+TCP reset. Connections are kept alive like the real APIs' (so a client's
+connection reuse is visible in the log as `conn`). Streams use chunked
+encoding, which is what lets a client tell a clean end (truncation) from a
+dropped connection.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ class _Exchange:
         self.gone = gevent.event.Event()
 
     def watch(self) -> None:
-        """Block in recv until the client closes; then record when."""
+        """Wait until the client closes (then record when) or sends something."""
         try:
-            while self.sock.recv(4096):
-                pass
+            data = self.sock.recv(1, socket.MSG_PEEK)
         except OSError:
-            pass
+            data = b""
+        if data:
+            return  # a client that talks is still there; leave its bytes for the next read
         self.record["client_disconnected"] = True
         self.record["disconnected_at"] = time.time()
         self.gone.set()
@@ -80,6 +82,7 @@ class FakeProviderServer:
         self.counter = FaultCounter()
         self.records: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_RECORDS)
         self._ids = itertools.count(1)
+        self._conns = itertools.count(1)
         self._server = StreamServer((host, port), self._handle, backlog=4096)
 
     @property
@@ -106,16 +109,21 @@ class FakeProviderServer:
         self.counter.reset()
 
     def _handle(self, sock: socket.socket, _addr: Any) -> None:
+        conn = next(self._conns)
         try:
-            request = read_request(sock)
-            if request is not None:
-                self._route(sock, request)
+            while True:
+                request = read_request(sock)
+                if request is None or not self._route(sock, request, conn):
+                    break
+                if request.headers.get("connection", "").lower() == "close":
+                    break
         except OSError:
             pass
         finally:
             sock.close()
 
-    def _route(self, sock: socket.socket, request: Request) -> None:
+    def _route(self, sock: socket.socket, request: Request, conn: int) -> bool:
+        """Answer one request; False when the connection cannot be used again."""
         if request.path == "/_fake/requests" and request.method == "GET":
             _reply(sock, 200, orjson.dumps(list(self.records)))
         elif request.path == "/_fake/reset" and request.method == "POST":
@@ -125,13 +133,14 @@ class FakeProviderServer:
             vendor = "anthropic" if "anthropic-version" in request.headers else "openai"
             _reply(sock, 200, WIRES[vendor].models(MODEL_IDS[vendor]))
         elif request.path in ROUTES and request.method == "POST":
-            self._generate(sock, request, ROUTES[request.path])
+            return self._generate(sock, request, ROUTES[request.path], conn)
         else:
             _reply(sock, 404, b'{"error": {"message": "no such route (fake)", "type": "nope"}}')
+        return True
 
-    def _generate(self, sock: socket.socket, request: Request, vendor: str) -> None:
+    def _generate(self, sock: socket.socket, request: Request, vendor: str, conn: int) -> bool:
         record: dict[str, Any] = {
-            "id": next(self._ids), "path": request.path, "headers": request.headers,
+            "id": next(self._ids), "conn": conn, "path": request.path, "headers": request.headers,
             "body": request.json(), "started_at": time.time(), "finished_at": None,
             "client_disconnected": False, "disconnected_at": None,
         }
@@ -139,12 +148,12 @@ class FakeProviderServer:
         try:
             body = record["body"] if isinstance(record["body"], dict) else {}
             scenario = resolve(body, self.defaults, self.counter)
-            self._play(sock, vendor, scenario, body, record)
+            return self._play(sock, vendor, scenario, body, record)
         finally:
             record["finished_at"] = time.time()
 
     def _play(self, sock: socket.socket, vendor: str, scenario: Scenario,
-              body: dict[str, Any], record: dict[str, Any]) -> None:
+              body: dict[str, Any], record: dict[str, Any]) -> bool:
         wire = WIRES[vendor]
         status = scenario.status_fault
         if status is not None:
@@ -152,18 +161,21 @@ class FakeProviderServer:
             if scenario.retry_after_s is not None:
                 extra["retry-after"] = _format_seconds(scenario.retry_after_s)
             _reply(sock, status, wire.status_error(status), extra)
-            return
+            return True
         if not body.get("stream"):
             gevent.sleep(scenario.ttft_ms / 1000)
             done = wire.completion if vendor == "openai" else wire.message
             _reply(sock, 200, done(scenario, body))
-            return
-        _stream(_Exchange(sock, record), wire, scenario, body, vendor)
+            return True
+        return _stream(_Exchange(sock, record), wire, scenario, body, vendor)
 
 
 def _stream(ex: _Exchange, wire: Any, scenario: Scenario, body: dict[str, Any],
-            vendor: str) -> None:
-    """Play the scenario's events with pacing; inject its fault at the right token."""
+            vendor: str) -> bool:
+    """Play the scenario's events with pacing; inject its fault at the right token.
+
+    Returns whether the body ended cleanly (so the connection can be reused).
+    """
     id_header = "x-request-id" if vendor == "openai" else "request-id"
     ex.sock.sendall(response_head(200, {
         "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
@@ -172,32 +184,38 @@ def _stream(ex: _Exchange, wire: Any, scenario: Scenario, body: dict[str, Any],
     try:
         first_due = time.monotonic() + scenario.ttft_ms / 1000
         if not ex.wait_until(first_due):
-            return
+            return False
         fault = scenario.fault
         sent = 0
         steps: Iterator[tuple[str, bytes]] = wire.stream_steps(scenario, body)
         for kind, data in steps:
             due = kind == "finish" or (kind == "token" and sent >= scenario.fault_after_tokens)
-            if fault and due:
-                _inject(ex, wire, fault)
-                return
+            if fault and due and fault != "linger":
+                return _inject(ex, wire, fault)
             if kind == "token":
                 if scenario.tps > 0 and not ex.wait_until(first_due + sent / scenario.tps):
-                    return
+                    return False
                 sent += 1
             if not ex.send(data):
-                return
+                return False
+        if fault == "linger":  # a complete answer, but the body never ends
+            ex.gone.wait(STALL_MAX_S)
+            return False
         ex.sock.sendall(b"0\r\n\r\n")
+        return True
     finally:
         watcher.kill(block=False)
 
 
-def _inject(ex: _Exchange, wire: Any, fault: str) -> None:
+def _inject(ex: _Exchange, wire: Any, fault: str) -> bool:
+    """Play `fault`; True if the body still ended cleanly (in-band error, truncation)."""
     if fault == "inband_error":
         if ex.send(wire.inband_error()):
             ex.sock.sendall(b"0\r\n\r\n")
+            return True
     elif fault == "truncate":
         ex.sock.sendall(b"0\r\n\r\n")
+        return True
     elif fault == "drop":
         # Cut the connection halfway through a chunk: everything sent so far still reaches
         # the client, and the body is visibly incomplete (not a clean end).
@@ -207,6 +225,7 @@ def _inject(ex: _Exchange, wire: Any, fault: str) -> None:
         ex.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     elif fault == "stall":
         ex.gone.wait(STALL_MAX_S)
+    return False
 
 
 def _format_seconds(value: float) -> str:

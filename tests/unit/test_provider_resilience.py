@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakeprovider import FakeProvider, drive, matching, scenario
+from tests.fakeprovider import Driver, FakeProvider, matching, scenario
 from worker.providers.base import ProviderError
 from worker.providers.resilient import RetryPolicy, provider_chain
 
@@ -28,6 +28,13 @@ def fake() -> Iterator[FakeProvider]:
     server = FakeProvider()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Driver]:
+    process = Driver()
+    yield process
+    process.stop()
 
 
 @pytest.fixture(params=["openai", "anthropic"])
@@ -45,14 +52,19 @@ def env_for(fake: FakeProvider, **extra: str) -> dict[str, str]:
     }
 
 
-def run(fake: FakeProvider, vendor: str, spec: dict[str, Any], close_after: int | None = None,
-        **env: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+@pytest.fixture
+def run(fake: FakeProvider, driver: Driver) -> Any:
     """Drive one request; return the report and this request's records on the fake."""
-    marker = uuid.uuid4().hex
-    request = {"messages": [{"role": "user", "content": scenario(key=marker, **spec)}],
-               "max_tokens": 64}
-    report = drive(vendor, request, env_for(fake, **env), close_after=close_after)
-    return report, matching(fake.requests(), marker)
+
+    def runner(vendor: str, spec: dict[str, Any], close_after: int | None = None,
+               **env: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        marker = uuid.uuid4().hex
+        request = {"messages": [{"role": "user", "content": scenario(key=marker, **spec)}],
+                   "max_tokens": 64}
+        report = driver.run(vendor, request, env_for(fake, **env), close_after=close_after)
+        return report, matching(fake.requests(), marker)
+
+    return runner
 
 
 def text_of(report: dict[str, Any]) -> str:
@@ -63,8 +75,8 @@ def kinds(report: dict[str, Any]) -> list[str]:
     return [p["kind"] for p in report["pieces"]]
 
 
-def test_429_with_retry_after_is_retried_to_success(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"text": "made it", "fault": "429", "fail_times": 1,
+def test_429_with_retry_after_is_retried_to_success(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "made it", "fault": "429", "fail_times": 1,
                                          "retry_after_s": 0.6})
     assert report["error"] is None
     assert text_of(report) == "made it" and kinds(report)[-1] == "Finish"
@@ -74,8 +86,8 @@ def test_429_with_retry_after_is_retried_to_success(fake: FakeProvider, vendor: 
     assert "429" in notice and "retrying" in notice and "attempt 2 of 3" in notice
 
 
-def test_500_is_retried_a_bounded_number_of_times(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"text": "never", "fault": "500"})
+def test_500_is_retried_a_bounded_number_of_times(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "never", "fault": "500"})
     assert report["error"]["type"] == "provider_error"
     assert report["error"]["status"] == 500 and report["error"]["retryable"] is True
     assert report["pieces"] == []
@@ -83,50 +95,50 @@ def test_500_is_retried_a_bounded_number_of_times(fake: FakeProvider, vendor: st
     assert len(report["notices"]) == ATTEMPTS - 1
 
 
-def test_overloaded_529_then_success(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"text": "ok", "fault": "529", "fail_times": 2})
+def test_overloaded_529_then_success(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "ok", "fault": "529", "fail_times": 2})
     assert report["error"] is None and text_of(report) == "ok"
     assert len(records) == 3 and len(report["notices"]) == 2
 
 
 @pytest.mark.parametrize("status", ["400", "401", "403", "404"])
-def test_client_errors_are_not_retried(fake: FakeProvider, vendor: str, status: str) -> None:
-    report, records = run(fake, vendor, {"text": "never", "fault": status})
+def test_client_errors_are_not_retried(run: Any, vendor: str, status: str) -> None:
+    report, records = run(vendor, {"text": "never", "fault": status})
     assert report["error"]["status"] == int(status) and report["error"]["retryable"] is False
     assert len(records) == 1 and report["notices"] == []
 
 
-def test_retry_after_beyond_the_limit_is_not_waited_for(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"fault": "429", "retry_after_s": 30})
+def test_retry_after_beyond_the_limit_is_not_waited_for(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"fault": "429", "retry_after_s": 30})
     assert report["error"]["type"] == "rate_limited"
     assert len(records) == 1 and report["elapsed_s"] < 10
 
 
-def test_in_band_error_before_output_is_retried(fake: FakeProvider, vendor: str) -> None:
+def test_in_band_error_before_output_is_retried(run: Any, vendor: str) -> None:
     # Anthropic sends message_start (with usage) first; that alone is not output.
-    report, records = run(fake, vendor, {"text": "second time", "fault": "inband_error",
+    report, records = run(vendor, {"text": "second time", "fault": "inband_error",
                                          "fault_after_tokens": 0, "fail_times": 1})
     assert report["error"] is None and text_of(report) == "second time"
     assert len(records) == 2 and len(report["notices"]) == 1
 
 
-def test_drop_after_output_is_an_error_and_not_retried(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"text": "abcdefgh", "chunk_chars": 2, "fault": "drop",
+def test_drop_after_output_is_an_error_and_not_retried(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "abcdefgh", "chunk_chars": 2, "fault": "drop",
                                          "fault_after_tokens": 2})
     assert text_of(report) == "abcd"
     assert report["error"]["type"] == "provider_error" and report["error"]["retryable"] is True
     assert len(records) == 1 and report["notices"] == []
 
 
-def test_truncation_after_output_ends_without_finish(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"text": "abcdefgh", "chunk_chars": 2,
+def test_truncation_after_output_ends_without_finish(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "abcdefgh", "chunk_chars": 2,
                                          "fault": "truncate", "fault_after_tokens": 1})
     assert report["error"] is None and text_of(report) == "ab"
     assert "Finish" not in kinds(report) and len(records) == 1
 
 
-def test_stall_after_output_hits_the_idle_timeout(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"text": "abcdefgh", "chunk_chars": 2,
+def test_stall_after_output_hits_the_idle_timeout(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "abcdefgh", "chunk_chars": 2,
                                          "fault": "stall", "fault_after_tokens": 1},
                           SPOOL_IDLE_TIMEOUT_S="0.7")
     assert text_of(report) == "ab"
@@ -138,23 +150,31 @@ def test_stall_after_output_hits_the_idle_timeout(fake: FakeProvider, vendor: st
     assert record["client_disconnected"] is True  # the stalled connection was closed
 
 
-def test_stall_before_output_hits_the_first_token_timeout(fake: FakeProvider,
-                                                           vendor: str) -> None:
-    report, records = run(fake, vendor, {"text": "abc", "fault": "stall"},
+def test_stall_before_output_hits_the_first_token_timeout(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "abc", "fault": "stall"},
                           SPOOL_FIRST_TOKEN_TIMEOUT_S="0.8", SPOOL_IDLE_TIMEOUT_S="30")
     assert report["pieces"] == []
     assert report["error"]["type"] == "timeout" and "0.8" in report["error"]["message"]
     assert len(records) == 1 and records[0]["client_disconnected"] is True
 
 
-def test_slow_first_token_within_the_limit_is_fine(fake: FakeProvider, vendor: str) -> None:
-    report, _ = run(fake, vendor, {"text": "patience", "ttft_ms": 600},
+def test_slow_first_token_within_the_limit_is_fine(run: Any, vendor: str) -> None:
+    report, _ = run(vendor, {"text": "patience", "ttft_ms": 600},
                     SPOOL_FIRST_TOKEN_TIMEOUT_S="3", SPOOL_IDLE_TIMEOUT_S="0.3")
     assert report["error"] is None and text_of(report) == "patience"
 
 
-def test_close_disconnects_upstream(fake: FakeProvider, vendor: str) -> None:
-    report, records = run(fake, vendor, {"tokens": 400, "tps": 20}, close_after=2)
+def test_a_body_that_never_ends_after_the_answer_is_still_done(run: Any, vendor: str) -> None:
+    report, records = run(vendor, {"text": "complete", "fault": "linger"},
+                          SPOOL_IDLE_TIMEOUT_S="30")
+    assert report["error"] is None and text_of(report) == "complete"
+    assert kinds(report)[-1] == "Finish"
+    assert report["elapsed_s"] < 10  # bounded by the drain limit, not the idle timeout
+    assert records[0]["client_disconnected"] is True  # given up on, so hung up
+
+
+def test_close_disconnects_upstream(run: Any, fake: FakeProvider, vendor: str) -> None:
+    report, records = run(vendor, {"tokens": 400, "tps": 20}, close_after=2)
     assert report["error"] is None and report["closed_at"] is not None
     deadline = time.monotonic() + 5
     while not records[0]["client_disconnected"] and time.monotonic() < deadline:
@@ -166,8 +186,8 @@ def test_close_disconnects_upstream(fake: FakeProvider, vendor: str) -> None:
 
 @pytest.mark.parametrize(("first", "second"), [("openai", "anthropic"),
                                                ("anthropic", "openai")])
-def test_fallback_after_pre_output_failure(fake: FakeProvider, first: str, second: str) -> None:
-    report, records = run(fake, first, {"text": "from the fallback", "fault": "500",
+def test_fallback_after_pre_output_failure(run: Any, first: str, second: str) -> None:
+    report, records = run(first, {"text": "from the fallback", "fault": "500",
                                         "fail_times": ATTEMPTS},
                           SPOOL_FALLBACK_PROVIDERS=second)
     assert report["error"] is None and text_of(report) == "from the fallback"
@@ -181,16 +201,16 @@ def test_fallback_after_pre_output_failure(fake: FakeProvider, first: str, secon
     assert records[-1]["body"]["model"] == report["model"]
 
 
-def test_no_fallback_after_output(fake: FakeProvider) -> None:
-    report, records = run(fake, "openai", {"text": "abcdef", "chunk_chars": 2, "fault": "drop",
+def test_no_fallback_after_output(run: Any) -> None:
+    report, records = run("openai", {"text": "abcdef", "chunk_chars": 2, "fault": "drop",
                                            "fault_after_tokens": 1},
                           SPOOL_FALLBACK_PROVIDERS="anthropic")
     assert text_of(report) == "ab" and report["error"] is not None
     assert len(records) == 1 and report["provider"] == "openai"
 
 
-def test_whole_chain_failing_reports_the_last_error(fake: FakeProvider) -> None:
-    report, records = run(fake, "openai", {"fault": "401"},
+def test_whole_chain_failing_reports_the_last_error(run: Any) -> None:
+    report, records = run("openai", {"fault": "401"},
                           SPOOL_FALLBACK_PROVIDERS="anthropic")
     assert report["error"]["status"] == 401
     assert [r["path"] for r in records] == ["/v1/chat/completions", "/v1/messages"]

@@ -195,3 +195,14 @@ def test_models_listing(fake: FakeProvider, vendor: str) -> None:
     models = PROVIDERS[vendor].build(settings).models()
     assert models == (["gpt-fake-mini", "gpt-fake"] if vendor == "openai"
                       else ["claude-fake-haiku"])
+
+
+def test_a_finished_stream_leaves_its_connection_for_the_next(fake: FakeProvider,
+                                                              vendor: str) -> None:
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    assert text_of(collect(open_stream(fake, vendor, {"text": "one", "key": first}))) == "one"
+    assert text_of(collect(open_stream(fake, vendor, {"text": "two", "key": second}))) == "two"
+    [one] = matching(fake.requests(), first)
+    [two] = matching(fake.requests(), second)
+    assert one["conn"] == two["conn"]  # read to the end, so the pool kept the connection
+    assert not one["client_disconnected"]

@@ -136,8 +136,9 @@ class SSEStream:
         self._response = response
         self._closed = False
         self.finished = False
+        self._event_iter = self._read_events()
 
-    def _events(self) -> Iterator[Event]:
+    def _read_events(self) -> Iterator[Event]:
         """The response's SSE events, with transport failures as ProviderError."""
         try:
             yield from iter_events(self._response.iter_bytes())
@@ -149,6 +150,27 @@ class SSEStream:
             raise transport_error(self.vendor, exc) from exc
         finally:
             self._response.close()
+
+    def _events(self) -> Iterator[Event]:
+        """Events until the stream ends or is closed (shared, so `drain` can continue it)."""
+        for event in self._event_iter:
+            if self._closed:
+                return
+            yield event
+
+    def drain(self) -> None:
+        """Read to the end of the body after the vendor's end marker.
+
+        A body read to its end lets the transport put the connection back in
+        its pool (the next generation skips a TCP and TLS handshake); closing
+        it early would drop the connection. Whatever comes after the end
+        marker is ignored, failures included: the answer is already complete.
+        """
+        try:
+            for _event in self._events():
+                pass
+        except ProviderError:
+            pass
 
     def __iter__(self) -> Iterator[Piece]:
         raise NotImplementedError

@@ -112,8 +112,6 @@ class AnthropicStream(_sse.SSEStream):
 
     def __iter__(self) -> Iterator[Piece]:
         for name, data in self._events():
-            if self._closed:
-                return
             if name == b"ping":
                 continue
             event = _sse.loads(data)
@@ -125,6 +123,7 @@ class AnthropicStream(_sse.SSEStream):
             elif kind == "message_stop":
                 self.finished = True
                 yield Finish(self._stop)
+                self.drain()
                 return
             else:
                 yield from self._other(kind, event)

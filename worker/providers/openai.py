@@ -141,11 +141,10 @@ class OpenAIStream(_sse.SSEStream):
         if self._finish is not None and not self._closed:
             self.finished = True
             yield Finish(self._finish)
+            self.drain()
 
     def _pieces(self) -> Iterator[Piece]:
         for _name, data in self._events():
-            if self._closed:
-                return
             if data == b"[DONE]":
                 return
             chunk = _sse.loads(data)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 
 from worker.providers import get_provider
-from worker.providers.base import Piece, ProviderError, Stream, Usage
+from worker.providers.base import Finish, Piece, ProviderError, Stream, Usage
 
 if TYPE_CHECKING:
     from spool.settings import Settings
@@ -45,6 +45,7 @@ DEFAULT_BASE_S = 0.5
 DEFAULT_MAX_S = 8.0
 JITTER_LOW = 0.5  # each backoff waits between half and all of its nominal delay
 NEVER_RETRIED_STATUSES = frozenset({400, 401, 403, 404})
+DRAIN_TIMEOUT_S = 1.0  # how long the rest of a finished body may take before it is dropped
 
 
 def _env_number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
@@ -223,6 +224,9 @@ class ResilientStream:
             if held is not None:
                 yield held
             yield piece
+            if isinstance(piece, Finish):
+                _finish_reading(pieces)
+                return
         idle = self._settings.idle_timeout_s
         timer = gevent.Timeout(idle)
         while True:
@@ -239,6 +243,23 @@ class ResilientStream:
             if piece is None:
                 return
             yield piece
+            if isinstance(piece, Finish):
+                _finish_reading(pieces)
+                return
+
+
+def _finish_reading(pieces: Iterator[Piece]) -> None:
+    """Let the adapter read past its end marker (to keep the connection), briefly.
+
+    The answer is complete once Finish is seen, so nothing after it may turn
+    it into an error or hold up `done` for long.
+    """
+    with gevent.Timeout(DRAIN_TIMEOUT_S, False):
+        try:
+            for _piece in pieces:
+                pass
+        except ProviderError:
+            pass
 
 
 def _timed(call: Callable[[], Any], deadline: float, message: str) -> Any:
