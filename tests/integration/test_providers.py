@@ -251,5 +251,8 @@ def test_fallback_chain_switches_provider(fallback_api: Api, fake: FakeProvider,
     assert end["event"] == "done" and deltas(result) == "served by the fallback"
     notices = [n["message"] for n in named(result, "notice")]
     assert len(notices) == ATTEMPTS and f"falling back to {other}" in notices[-1]
-    paths = [r["path"] for r in matching(fake.requests(), key)]
-    assert paths == [PATHS[vendor]] * ATTEMPTS + [PATHS[other]]
+    records = matching(fake.requests(), key)
+    assert [r["path"] for r in records] == [PATHS[vendor]] * ATTEMPTS + [PATHS[other]]
+    generation = fallback_api.generation(created["id"])
+    assert generation["provider"] == other  # the record names who really answered
+    assert generation["model"] == records[-1]["body"]["model"]
