@@ -217,6 +217,13 @@ def test_whole_chain_failing_reports_the_last_error(run: Any) -> None:
     assert report["notices"] == [report["notices"][0]] and "falling back" in report["notices"][0]
 
 
+def test_unconfigured_fallback_is_skipped(run: Any) -> None:
+    report, records = run("openai", {"fault": "401"}, SPOOL_FALLBACK_PROVIDERS="anthropic",
+                          ANTHROPIC_BASE_URL="", ANTHROPIC_API_KEY="")
+    assert report["error"]["status"] == 401 and report["notices"] == []
+    assert [r["path"] for r in records] == ["/v1/chat/completions"]
+
+
 def test_retry_policy_delays() -> None:
     policy = RetryPolicy(attempts=4, base_s=1.0, max_s=5.0)
     for attempt, nominal in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0)]:
@@ -243,3 +250,7 @@ def test_provider_chain() -> None:
     assert provider_chain("openai", ("anthropic", "openai", "mock")) == [
         "openai", "anthropic", "mock"]
     assert provider_chain("mock", ()) == ["mock"]
+    # an unconfigured fallback (no key, no base URL) is skipped; the first choice never is
+    assert provider_chain("openai", ("anthropic", "mock"), ["mock", "openai"]) == [
+        "openai", "mock"]
+    assert provider_chain("anthropic", ("openai",), ["mock"]) == ["anthropic"]

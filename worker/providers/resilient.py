@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from spool.catalog import configured_providers
 from worker.providers import get_provider
 from worker.providers.base import Finish, Piece, ProviderError, Stream, Usage
 
@@ -103,9 +104,14 @@ class _PreOutputFailure(Exception):
         self.error = error
 
 
-def provider_chain(first: str, fallbacks: tuple[str, ...]) -> list[str]:
-    """`first`, then each configured fallback once, in order."""
-    return list(dict.fromkeys((first, *fallbacks)))
+def provider_chain(first: str, fallbacks: tuple[str, ...],
+                   configured: list[str] | None = None) -> list[str]:
+    """`first`, then each fallback once, in order, skipping any not `configured`.
+
+    A fallback without a key or base URL could only fail, after a wasted round trip.
+    """
+    usable = [name for name in fallbacks if configured is None or name in configured]
+    return list(dict.fromkeys((first, *usable)))
 
 
 def open_stream(
@@ -129,7 +135,8 @@ class ResilientStream:
         self._settings = settings
         self._notify = notify
         self._policy = policy
-        self._chain = provider_chain(provider_name, settings.fallback_providers)
+        self._chain = provider_chain(provider_name, settings.fallback_providers,
+                                     configured_providers(settings))
         self._current: Stream | None = None
         self._gen: Generator[Piece, None, None] | None = None
         self._closed = False
@@ -158,8 +165,10 @@ class ResilientStream:
             if self._closed:
                 return
             if failure is not None:
-                self._notify(f"{self._chain[position - 1]} failed before any output "
-                             f"({failure.message}); falling back to {name}")
+                message = (f"{self._chain[position - 1]} failed before any output "
+                           f"({failure.message}); falling back to {name}")
+                log.warning("%s", message)
+                self._notify(message)
             request = self._request if position == 0 else {**self._request, "model": None}
             try:
                 yield from self._attempts(name, request)
@@ -182,8 +191,10 @@ class ResilientStream:
                 delay = self._policy.delay(attempt, error.retry_after_s)
                 if delay is None or not self._policy.should_retry(error, attempt):
                     raise _PreOutputFailure(error) from error
-                self._notify(f"{error.message}; retrying in {delay:.1f} s "
-                             f"(attempt {attempt + 1} of {self._policy.attempts})")
+                message = (f"{error.message}; retrying in {delay:.1f} s "
+                           f"(attempt {attempt + 1} of {self._policy.attempts})")
+                log.info("%s", message)
+                self._notify(message)
                 gevent.sleep(delay)
 
     def _one_attempt(self, name: str, request: dict[str, Any]) -> Iterator[Piece]:
