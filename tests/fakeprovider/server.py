@@ -27,7 +27,7 @@ from gevent.server import StreamServer
 
 from tests.fakeprovider import wire_anthropic, wire_openai
 from tests.fakeprovider.http import Request, read_request, response_head
-from tests.fakeprovider.scenario import Defaults, FaultCounter, Scenario, resolve
+from tests.fakeprovider.scenarios import Defaults, FaultCounter, Scenario, resolve
 
 MAX_RECORDS = 50_000  # a long benchmark must not grow the fake without bound
 STALL_MAX_S = 600.0

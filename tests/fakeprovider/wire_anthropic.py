@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tests.fakeprovider.scenario import TOOL_ARG_FRAGMENT_CHARS, Scenario, split_chunks
+from tests.fakeprovider.scenarios import TOOL_ARG_FRAGMENT_CHARS, Scenario, split_chunks
 
 Step = tuple[str, bytes]
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.fakeprovider import ROOT, FakeProvider, scenario
-from tests.fakeprovider.scenario import Defaults, FaultCounter, derived_text, resolve
+from tests.fakeprovider.scenarios import Defaults, FaultCounter, derived_text, resolve
 
 
 @pytest.fixture(scope="module")
