@@ -1,33 +1,29 @@
 """The SSE relay: backlog from the log, then live from the hub, merged by seq.
 
-A reader registers with the hub *before* reading the backlog, so nothing
-published meanwhile is missed; live messages at or below what was sent are
-dropped, and a hole in the sequence (or an overflowing queue, or a hub
-reconnect) sends the reader back to the log. If Redis goes away the
-response simply ends: the client reconnects and resumes. A terminal event
-is never invented here.
+The merge itself lives in `webapp.follow` (shared with the OpenAI facade).
+If Redis goes away the response simply ends: the client reconnects and
+resumes. A terminal event is never invented here.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import gevent.queue
 import orjson
 import redis
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
 from spool.events import DELTA, LogEntry
-from spool.log import READ_PAGE, dumps
+from spool.log import dumps
 from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.hub import Gap, HubUnavailable, Live, Subscription
+from webapp.follow import follow
+from webapp.hub import HubUnavailable, Live
 from webapp.launch import find_generation
 from webapp.presence import Presence
 from webapp.services import Services, services
@@ -38,7 +34,6 @@ bp = Blueprint("stream", __name__)
 PRESENCE_EXTENSION = "spool.presence"
 
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
-MAX_BATCH_FRAMES = 256  # live frames joined into one write at most
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -128,50 +123,6 @@ def _start_presence() -> None:
     presence(services()).start()
 
 
-def _page(entries: list[LogEntry]) -> tuple[bytes, int, bool]:
-    """(frames up to and including any terminal event, last seq, ended)."""
-    frames = []
-    for entry in entries:
-        frames.append(_frame(entry))
-        if entry.terminal:
-            return b"".join(frames), entry.seq, True
-    return b"".join(frames), entries[-1].seq, False
-
-
-@dataclass
-class LiveBatch:
-    """Consecutive live frames taken from a reader's queue in one go."""
-
-    frames: list[bytes]
-    last: int
-    ended: bool = False
-    reread: bool = False  # a gap (or hub reconnect): go back to the log
-
-
-def _take_live(sub: Subscription, item: Live | Gap, last: int) -> LiveBatch:
-    """`item` plus everything already queued behind it, merged by seq."""
-    batch = LiveBatch([], last)
-    while True:
-        if isinstance(item, Gap):
-            batch.reread = True
-            return batch
-        if item.seq > batch.last:
-            if item.seq != batch.last + 1:
-                batch.reread = True
-                return batch
-            batch.frames.append(item.frame)
-            batch.last = item.seq
-            if item.terminal:
-                batch.ended = True
-                return batch
-        if len(batch.frames) >= MAX_BATCH_FRAMES:
-            return batch
-        try:
-            item = sub.queue.get_nowait()
-        except gevent.queue.Empty:
-            return batch
-
-
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
           watch: Presence | None = None, abandon_s: int | None = None) -> Iterator[bytes]:
     """Yield SSE bytes from event `after` on until the terminal event."""
@@ -180,51 +131,21 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
         yield from opening.frames
         if opening.complete:
             return
-    try:
-        sub = svc.hub.subscribe(svc.keys.channel(gen_id))
-    except HubUnavailable:
-        return
-    ping_s = svc.settings.ping_interval_s
-    last = after
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
-        while True:
-            if sub.overflowed:
-                sub.reset()  # before the read, so nothing after it is dropped
-            # Backlog (or catch-up after a gap), paged so a long log is never
-            # one huge read, and written a page at a time.
-            entries = svc.log.read(gen_id, last, READ_PAGE)
-            if entries:
-                page, last, ended = _page(entries)
-                yield page
-                if ended:
-                    return
-            if len(entries) == READ_PAGE:
-                continue
-            quiet_since = time.monotonic()
-            while not sub.overflowed:
-                wait = ping_s - (time.monotonic() - quiet_since)
-                try:
-                    first = sub.queue.get(timeout=max(wait, 0.0))
-                except gevent.queue.Empty:
-                    yield sse.PING
-                    # Also a safety net: re-read in case a message was lost.
-                    break
-                batch = _take_live(sub, first, last)
-                if batch.frames:
-                    # Whatever queued up meanwhile goes out in one write.
-                    yield b"".join(batch.frames)
-                    last = batch.last
-                    quiet_since = time.monotonic()
-                if batch.ended:
-                    return
-                if batch.reread:
-                    break
+        for item in follow(svc, gen_id, after):
+            if isinstance(item, LogEntry):
+                yield _frame(item)
+            elif isinstance(item, Live):
+                yield item.frame
+            else:
+                yield sse.PING
+    except HubUnavailable:
+        return
     except redis.RedisError as exc:
         log.warning("stream %s ended: redis %s", gen_id, type(exc).__name__)
     finally:
-        svc.hub.unsubscribe(sub)
         if watch is not None:
             watch.detach(gen_id)
 
