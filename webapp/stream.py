@@ -22,8 +22,8 @@ from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.follow import follow
-from webapp.hub import HubUnavailable, Live
+from webapp.follow import Quiet, follow_batches
+from webapp.hub import HubUnavailable
 from webapp.launch import find_generation
 from webapp.presence import Presence
 from webapp.services import Services, services
@@ -125,7 +125,11 @@ def _start_presence() -> None:
 
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
           watch: Presence | None = None, abandon_s: int | None = None) -> Iterator[bytes]:
-    """Yield SSE bytes from event `after` on until the terminal event."""
+    """Yield SSE bytes from event `after` on until the terminal event.
+
+    Each run of consecutive events (a backlog page, or all live events
+    already queued) goes out as one write: one syscall, not one per token.
+    """
     yield sse.retry(svc.settings.sse_retry_ms)
     if opening is not None:
         yield from opening.frames
@@ -134,13 +138,12 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
-        for item in follow(svc, gen_id, after):
-            if isinstance(item, LogEntry):
-                yield _frame(item)
-            elif isinstance(item, Live):
-                yield item.frame
-            else:
+        for batch in follow_batches(svc, gen_id, after):
+            if isinstance(batch, Quiet):
                 yield sse.PING
+            else:
+                yield b"".join(_frame(item) if isinstance(item, LogEntry) else item.frame
+                               for item in batch)
     except HubUnavailable:
         return
     except redis.RedisError as exc:
