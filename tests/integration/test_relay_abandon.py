@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import requests
 
 from tests.conftest import Api, StackFactory
+from tests.fakeprovider import FakeProvider, matching, scenario
 from tests.harness import wait_until
 from tests.sseclient import Parser, StreamResult
 
@@ -103,3 +105,28 @@ def test_readers_counted_across_web_processes(make_stack: StackFactory) -> None:
         api0.post(f"/v1/generations/{gen_id}/cancel")
     wait_until(lambda: api1.generation(gen_id)["readers"] == 0, timeout=15,
                what="no readers once all are gone")
+
+
+def test_abandon_closes_the_upstream_connection(make_stack: StackFactory) -> None:
+    """Through the real `openai` adapter: abandoning stops paying the provider."""
+    fake = FakeProvider()
+    try:
+        stack = make_stack(env={"OPENAI_BASE_URL": fake.openai_base_url,
+                                "OPENAI_API_KEY": "sk-test"})
+        api = Api(stack)
+        key = uuid.uuid4().hex
+        resp = api.post("/v1/generations", {
+            "provider": "openai", "abandon_after_s": 1,
+            "messages": [{"role": "user", "content": scenario(
+                key=key, tokens=1000, tps=10, ttft_ms=0)}]})  # ~100 s if nobody stops it
+        assert resp.status_code == 202, resp.text
+        gen_id = resp.json()["id"]
+        record = wait_until(lambda: (r := api.generation(gen_id))["status"] == "cancelled"
+                            and r, timeout=30, what="abandoned")
+        assert record["finish_reason"] == "abandoned"
+        upstream = wait_until(lambda: [r for r in matching(fake.requests(), key)
+                                       if r["client_disconnected"]], timeout=10,
+                              what="the upstream request to be closed")
+        assert len(upstream) == 1
+    finally:
+        fake.stop()
