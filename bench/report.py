@@ -27,6 +27,10 @@ COLUMNS = (
 )
 
 
+# The goals for added latency (ms), drawn on the plot.
+GOALS = {"added_ttft_p50_ms": 5.0, "added_ttft_p99_ms": 20.0, "added_gap_p99_ms": 10.0}
+
+
 def _cell(value: Any, width: int) -> str:
     if value is None:
         text = "-"
@@ -85,11 +89,13 @@ def plot(rows: list[Row], path: Path) -> None:
                             if r["system"] == system and r.get(key) is not None)
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=system)
+        if key in GOALS:
+            ax.axhline(GOALS[key], color="black", linestyle="--", linewidth=1, label="goal")
         ax.set_title(title)
         ax.set_xlabel("concurrent streams")
         ax.set_xscale("log")
-        if key != "cpu_s_per_1k_tok":
-            ax.set_yscale("symlog", linthresh=10)
+        ax.set_yscale("log" if key == "cpu_s_per_1k_tok" else "symlog",
+                      **({} if key == "cpu_s_per_1k_tok" else {"linthresh": 10}))
         ax.grid(True, alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Spool vs peers: concurrent streams (floor-subtracted latency)")
