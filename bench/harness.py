@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import resource
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,7 @@ def run_client(spec: Spec) -> dict[str, Any]:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_bytes(orjson.dumps(dataclasses.asdict(spec)))
         argv = procs.python_argv("-m", "bench.loadclient", str(spec_path), str(out_path))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             subprocess.run(argv, cwd=procs.ROOT, check=True,
                            timeout=spec.timeout_s + spec.window_s + CLIENT_GRACE_S)
@@ -38,7 +40,11 @@ def run_client(spec: Spec) -> dict[str, Any]:
             # A system that hangs the client is a measured failure, not a crashed run.
             return {"streams": spec.n, "errors": spec.n, "tokens": 0,
                     "error_samples": [f"load client: {type(exc).__name__}"]}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         summary: dict[str, Any] = orjson.loads(out_path.read_bytes())
+        # The client shares the two cores with the servers: its cost is reported too.
+        summary["client_cpu_s"] = round(after.ru_utime + after.ru_stime
+                                        - before.ru_utime - before.ru_stime, 2)
         return summary
 
 
