@@ -116,6 +116,18 @@ def _raw_stream(port: int, path: str) -> socket.socket:
     return sock
 
 
+def _read_head(sock: socket.socket, parser: Parser) -> list[Event]:
+    """Read the status line and headers (200 expected); parse whatever body came along."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before the response head"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0], head
+    return parser.feed(body)
+
+
 def _drain(sock: socket.socket, parser: Parser, until_id: int | None = None) -> Iterator[Event]:
     while True:
         data = sock.recv(65536)
@@ -135,9 +147,7 @@ def test_full_queue_catches_up_from_the_log(quiet_stack: Stack) -> None:
     gen_id = created["id"]
     sock = _raw_stream(quiet_stack.webs[0].port or 0, created["stream_url"])
     parser = Parser()
-    head, _, body = sock.recv(65536).partition(b"\r\n\r\n")
-    assert b" 200 " in head.split(b"\r\n")[0]
-    events = list(parser.feed(body))
+    events = _read_head(sock, parser)
     if not events:
         events = list(_drain(sock, parser, until_id=1))
     assert events[0].id == 1
@@ -239,3 +249,44 @@ def test_redis_restart_readers_resume(durable_redis: RedisServer) -> None:
     for got in responses[:-1]:
         assert all(e.event not in ("done", "error", "cancelled") for e in got)
     assert [e.event for e in seen].count("done") == 1
+
+
+def _redis_connections(stack: Stack) -> int:
+    """Established TCP connections from the web process (and its workers) to Redis."""
+    port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    root = psutil.Process(stack.webs[0].proc.pid)
+    return sum(1 for proc in [root, *root.children(recursive=True)]
+               for conn in proc.net_connections(kind="tcp")
+               if conn.raddr and conn.raddr.port == port and conn.status == "ESTABLISHED")
+
+
+def test_redis_connections_stay_constant_as_readers_grow(quiet_stack: Stack) -> None:
+    """flask-sse holds one Redis connection per browser; the hub holds one per process."""
+    api = Api(quiet_stack)
+    published, _ = event_logs(quiet_stack)
+    created = api.create("unused")
+    port = quiet_stack.webs[0].port or 0
+    readers: list[tuple[socket.socket, Parser, list[Event]]] = []
+    socks: list[socket.socket] = []
+    try:
+        # All 200 requests first, so the web process serves them concurrently.
+        socks.extend(_raw_stream(port, created["stream_url"]) for _ in range(200))
+        for sock in socks:
+            parser = Parser()
+            events = _read_head(sock, parser)
+            if not events:
+                events = list(_drain(sock, parser, until_id=1))
+            readers.append((sock, parser, events))
+        # Every reader is registered with the hub and has read its backlog.
+        assert all(events and events[-1].id == 1 for _, _, events in readers)
+        assert _redis_connections(quiet_stack) <= 5
+        published.append(created["id"], "delta", {"text": "to all"})
+        published.append(created["id"], "done", {"finish_reason": "stop"})
+        for sock, parser, events in readers:
+            events.extend(_drain(sock, parser))
+            assert [e.id for e in events] == [1, 2, 3]
+            assert texts(events) == "to all"
+        assert _redis_connections(quiet_stack) <= 5
+    finally:
+        for sock in socks:
+            sock.close()
