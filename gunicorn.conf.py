@@ -6,6 +6,17 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+import sys  # noqa: E402
+
+# Fail before forking, with one clear line, when the configuration is wrong
+# (e.g. SPOOL_API_KEYS without a long enough SPOOL_SECRET_KEY).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spool.settings import ConfigError, Settings  # noqa: E402
+
+try:
+    Settings.from_env()
+except ConfigError as _exc:
+    sys.exit(f"spool web: configuration error: {_exc}")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
