@@ -30,5 +30,8 @@ timeout = 30
 graceful_timeout = int(os.environ.get("SPOOL_WEB_GRACE_S", "20"))
 keepalive = 75  # longer than typical load balancer idle timeouts
 accesslog = "-" if os.environ.get("SPOOL_ACCESS_LOG") == "1" else None
+# The default format logs the Basic-auth user (a key, if a client sends one
+# that way) and the query string (stream tokens): log the path only.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("SPOOL_LOG_LEVEL", "info")
