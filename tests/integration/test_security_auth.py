@@ -36,6 +36,7 @@ def auth_stack(redis_server: Any) -> Iterator[Stack]:
         "SPOOL_CORS_ORIGINS": ORIGIN,
         "SPOOL_ACCESS_LOG": "1",
         "SPOOL_LOG_LEVEL": "debug",
+        "SPOOL_WEB_GRACE_S": "2",  # idle keep-alive clients would hold shutdown for 20 s
     })
     stack.start_web()
     stack.start_worker()

@@ -25,6 +25,7 @@ def limited_stack(make_stack: StackFactory) -> Any:
         "SPOOL_SECRET_KEY": SECRET,
         "SPOOL_RATE_LIMIT": str(RATE),
         "SPOOL_MAX_ACTIVE": str(MAX_ACTIVE),
+        "SPOOL_WEB_GRACE_S": "2",  # idle keep-alive clients would hold shutdown for 20 s
     })
 
 
@@ -107,7 +108,7 @@ def check_active_limit(stack: Any) -> None:
 
 
 def test_idempotent_retry_does_not_take_a_second_place(make_stack: StackFactory) -> None:
-    stack = make_stack(env={"SPOOL_MAX_ACTIVE": "1"})  # dev mode, limit set explicitly
+    stack = make_stack(env={"SPOOL_MAX_ACTIVE": "1", "SPOOL_WEB_GRACE_S": "2"})  # dev mode, limit set explicitly
     api = Api(stack)
     first = api.create("once", mock=HOLD, idempotency_key="k1")
     again = api.create("once", mock=HOLD, idempotency_key="k1")
