@@ -108,7 +108,8 @@ def check_active_limit(stack: Any) -> None:
 
 
 def test_idempotent_retry_does_not_take_a_second_place(make_stack: StackFactory) -> None:
-    stack = make_stack(env={"SPOOL_MAX_ACTIVE": "1", "SPOOL_WEB_GRACE_S": "2"})  # dev mode, limit set explicitly
+    # Dev mode (no keys), with the limit set explicitly: it applies.
+    stack = make_stack(env={"SPOOL_MAX_ACTIVE": "1", "SPOOL_WEB_GRACE_S": "2"})
     api = Api(stack)
     first = api.create("once", mock=HOLD, idempotency_key="k1")
     again = api.create("once", mock=HOLD, idempotency_key="k1")
