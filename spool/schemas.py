@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 MAX_MESSAGES = 1000
 MAX_CONTENT_CHARS = 500_000
@@ -24,6 +31,18 @@ MAX_JSON_DEPTH = 64  # request bodies nest no deeper than this (orjson writes <=
 
 Role = Literal["system", "user", "assistant", "tool"]
 ProviderName = Literal["mock", "openai", "anthropic"]
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON has one number type: 5.0 is the integer 5 (JSON Schema agrees),
+    # while "5", true and 5.5 stay errors under strict validation.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Bounds on an optional field go before the validator, or the OpenAPI document loses them.
+Int = Annotated[int, BeforeValidator(_integral_float)]
 # Expressed as types (not a validator) so the OpenAPI document states them too.
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS)]
@@ -77,9 +96,12 @@ class MockOptions(_Strict):
 
     text: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
     tokens_per_second: float = Field(default=40, ge=0, le=100_000)
-    ttft_ms: int = Field(default=300, ge=0, le=600_000)
+    ttft_ms: Int = Field(default=300, ge=0, le=600_000)
     chunk: Literal["token", "char"] = "token"
-    fail_after_tokens: int | None = Field(default=None, ge=0, le=MAX_FAIL_AFTER_TOKENS)
+    fail_after_tokens: (
+        Annotated[int, Field(ge=0, le=MAX_FAIL_AFTER_TOKENS), BeforeValidator(_integral_float)]
+        | None
+    ) = None
     fail_with: Literal["rate_limit", "server_error", "timeout", "content_filter"] = "server_error"
     tool_calls: list[MockToolCall] | None = Field(default=None, max_length=MAX_MOCK_TOOL_CALLS)
 
@@ -95,7 +117,7 @@ class GenerationRequest(_Strict):
     system: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
     provider: ProviderName | None = None
     model: str | None = Field(default=None, min_length=1, max_length=200)
-    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    max_tokens: Int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     buffer: Literal["none", "word", "sentence"] = "none"
@@ -105,7 +127,10 @@ class GenerationRequest(_Strict):
     )
     mock: MockOptions = Field(default_factory=MockOptions)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
-    abandon_after_s: int | None = Field(default=None, ge=1, le=MAX_ABANDON_AFTER_S)
+    abandon_after_s: (
+        Annotated[int, Field(ge=1, le=MAX_ABANDON_AFTER_S), BeforeValidator(_integral_float)]
+        | None
+    ) = None
     response_format: ResponseFormat | None = None
 
 
