@@ -117,3 +117,42 @@ def test_idempotent_retry_does_not_take_a_second_place(make_stack: StackFactory)
     resp = api.post("/v1/generations", {"messages": [{"role": "user", "content": "x"}]})
     assert_429(resp, 60, "at once")
     stack.workers[0].kill()
+
+
+def test_racing_reservations_never_pass_the_limit(redis_server: Any) -> None:
+    """Many processes' requests at once: at most `limit` get a place, never more."""
+    import threading
+
+    import redis
+
+    from spool import limits
+    from spool.clock import now_ms
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    keys, limit, racers = Keys("t" + secrets.token_hex(6)), 5, 40
+    barrier = threading.Barrier(racers)
+    allowed: list[str] = []
+
+    def attempt(i: int) -> None:
+        gen_id = f"gen_race{i:020d}"
+        barrier.wait()
+        if limits.reserve_active(client, keys, "t", gen_id, limit, 60, now_ms()).allowed:
+            allowed.append(gen_id)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1 <= len(allowed) <= limit
+    assert client.zcard(keys.active("t")) == len(allowed)
+    # A reservation whose record is not written yet is kept (it is about to be) ...
+    assert limits.prune_active(client, keys, "t", now_ms()) == len(allowed)
+    # ... one whose generation ended is dropped, and so is one long without a record.
+    client.hset(keys.record(allowed[0]), mapping={"tenant": "t", "ended": "5"})
+    client.expire(keys.record(allowed[0]), 60)
+    later = now_ms() + limits.RESERVATION_GRACE_MS + 1
+    assert limits.prune_active(client, keys, "t", now_ms()) == len(allowed) - 1
+    assert limits.prune_active(client, keys, "t", later) == 0
+    client.delete(keys.active("t"), keys.record(allowed[0]))
+    client.close()
