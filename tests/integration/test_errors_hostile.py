@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,14 +16,6 @@ import requests
 
 from tests.conftest import FAST_MOCK, Api
 from tests.harness import Stack
-
-
-@pytest.fixture(scope="module", autouse=True)
-def close_keepalive(api: Api) -> Iterator[None]:
-    """Close the client's idle keep-alive socket so the web stops without its grace wait."""
-    yield
-    api.session.close()
-
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}], "mock": FAST_MOCK}
 
