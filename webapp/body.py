@@ -47,11 +47,28 @@ def decode_json(raw: bytes) -> Any:
     return payload
 
 
+def read_body(request: Request) -> bytes:
+    """The raw body, or 413 past the size limit.
+
+    With a Content-Length, werkzeug refuses an oversized body up front. A
+    chunked body has no length, and werkzeug would silently cut it at the
+    limit (turning a too-large body into "malformed JSON"), so it is read
+    here with one byte to spare to tell the two apart.
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return request.get_data(cache=False)
+    raw: bytes = request.environ["wsgi.input"].read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, "request body is too large")
+    return raw
+
+
 def require_json_object(request: Request) -> dict[str, Any]:
     """Decode the body as a JSON object or raise the matching ApiError (415/413/400)."""
     if request.mimetype != "application/json":
         raise ApiError(415, "Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    raw = read_body(request)
     payload = decode_json(raw)
     if not isinstance(payload, dict):
         raise ApiError(400, "request body must be a JSON object")
