@@ -72,7 +72,21 @@ def v1_requests(gen_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("POST", f"/v1/generations/{gen_id}/cancel", None),
         ("GET", f"/v1/generations/{gen_id}/events", None),
         ("GET", "/v1/models", None),
+        ("GET", "/v1/models/mock/mock-1", None),
+        ("POST", "/v1/chat/completions", {"model": "mock/mock-1", "messages": body["messages"]}),
     ]
+
+
+# The OpenAI facade answers errors in OpenAI's shape (type + code) for its SDKs.
+FACADE = ("/v1/models", "/v1/chat/completions")
+
+
+def assert_unauthorized(resp: requests.Response, path: str) -> None:
+    if not path.startswith(FACADE):
+        assert_error(resp, 401, "unauthorized")
+        return
+    assert resp.status_code == 401, resp.text
+    assert resp.json()["error"]["code"] == "invalid_api_key"
 
 
 BAD_AUTH_HEADERS = [
@@ -95,7 +109,7 @@ def test_missing_or_wrong_key_is_401_everywhere(
     for method, path, body in v1_requests(created["id"]):
         resp = requests.request(method, auth_stack.url(path), json=body, headers=headers,
                                 timeout=30)
-        assert_error(resp, 401, "unauthorized")
+        assert_unauthorized(resp, path)
         assert resp.headers["WWW-Authenticate"] == "Bearer"
 
 

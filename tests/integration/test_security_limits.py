@@ -55,18 +55,24 @@ def test_limits_across_two_web_processes(make_stack: StackFactory) -> None:
 def check_rate_limit(stack: Any) -> None:
     wait_for_fresh_window(20)
     r1 = [Api(stack, key=KEY_R1, web=0), Api(stack, key=KEY_R1, web=1)]
+    # Any authenticated request counts, a 404 as much as a 200.
+    path = f"/v1/generations/gen_{secrets.token_urlsafe(18)}"
     # The budget is shared by both processes: alternate between them.
     for i in range(RATE):
-        assert r1[i % 2].get("/v1/models").status_code == 200, i
+        assert r1[i % 2].get(path).status_code == 404, i
     for web in (0, 1):
-        assert_429(r1[web].get("/v1/models"), 60, "per minute")
+        assert_429(r1[web].get(path), 60, "per minute")
         assert_429(r1[web].post("/v1/generations", {"messages": []}), 60, "per minute")
+    # The OpenAI facade shares the budget (and says so in OpenAI's words).
+    facade = r1[0].get("/v1/models")
+    assert facade.status_code == 429 and "Retry-After" in facade.headers
+    assert facade.json()["error"]["code"] == "rate_limit_exceeded"
     # Per key: another key of the same tenant has its own budget.
-    assert Api(stack, key=KEY_R2, web=1).get("/v1/models").status_code == 200
+    assert Api(stack, key=KEY_R2, web=1).get(path).status_code == 404
     # An unauthenticated request is a 401, never counted against anyone.
-    assert requests.get(stack.url("/v1/models", 1), timeout=30).status_code == 401
+    assert requests.get(stack.url(path, 1), timeout=30).status_code == 401
     # Retry-After is when the window ends (waiting it out would cost a minute).
-    retry_after = int(r1[1].get("/v1/models").headers["Retry-After"])
+    retry_after = int(r1[1].get(path).headers["Retry-After"])
     assert abs(retry_after - (60 - time.time() % 60)) <= 2
 
 
