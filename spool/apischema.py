@@ -165,3 +165,50 @@ EVENT_SCHEMAS: dict[str, type[BaseModel]] = {
     "error": ErrorEvent,
     "cancelled": CancelledEvent,
 }
+
+
+# -- the OpenAI-compatible facade (OpenAI's shapes) -----------------------------
+class OpenAIErrorDetail(_Out):
+    message: str
+    type: str
+    param: str | None
+    # Absent when the path matched no route at all (the core's 404 answers then).
+    code: str | None = None
+
+
+class OpenAIErrorBody(_Out):
+    """Errors of `/v1/chat/completions` and `/v1/models…`, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+
+class ChatCompletionRequest(_Out):
+    """OpenAI's Chat Completions request, as far as Spool honours it.
+
+    `model` may be prefixed `openai/`, `anthropic/` or `mock/`. The facade's
+    translator validates the rest (docs/facade.md): sampling hints Spool does
+    not forward are accepted and ignored, anything that would change the
+    answer's shape is refused.
+    """
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+
+
+class ChatCompletion(_Out):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None

@@ -42,7 +42,9 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     out.ErrorBody, out.TimeoutBody, out.CreatedGeneration, out.GenerationView,
     out.CancelAccepted, out.ModelList, out.Health, out.Readiness,
     *out.EVENT_SCHEMAS.values(),
+    out.OpenAIErrorBody, out.ChatCompletion,
 ]
+FACADE_STATUSES = (400, 401, 404, 413, 415, 429, 503)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -71,7 +73,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def components(settings: Settings) -> dict[str, Any]:
     """Schemas of every request and response model, adjusted to `settings`."""
-    models = [(GenerationRequest, "validation")] + [(m, "serialization") for m in RESPONSE_MODELS]
+    models = [(GenerationRequest, "validation"), (out.ChatCompletionRequest, "validation")]
+    models += [(m, "serialization") for m in RESPONSE_MODELS]
     _, schema = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
     schemas: dict[str, Any] = schema["$defs"]
     props = schemas["GenerationRequest"]["properties"]
@@ -80,6 +83,41 @@ def components(settings: Settings) -> dict[str, Any]:
     provider["anyOf"] = [{"enum": configured_providers(settings), "type": "string"},
                          {"type": "null"}]
     return schemas
+
+
+def _openai_errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): _json(out.OpenAIErrorBody, ERROR_STATUSES.get(status, "Error"))
+            for status in statuses}
+
+
+def facade_paths() -> dict[str, Any]:
+    """The OpenAI-compatible facade (docs/facade.md); its errors are OpenAI-shaped."""
+    return {
+        "/v1/chat/completions": {"post": {
+            "operationId": "chatCompletions",
+            "summary": "OpenAI Chat Completions, streamed (`stream: true`) or not",
+            "description": "Every response carries `Spool-Generation-Id`; resume a cut stream "
+                           "from `/v1/generations/{id}/events`.",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref(out.ChatCompletionRequest)}}},
+            "responses": {
+                "200": {"description": "A `chat.completion`, or `chat.completion.chunk` "
+                                       "events ending with `data: [DONE]`",
+                        "content": {"application/json": {"schema": _ref(out.ChatCompletion)},
+                                    "text/event-stream": {"schema": {"type": "string"}}}},
+                **_openai_errors(*FACADE_STATUSES),
+                "5XX": _json(out.OpenAIErrorBody, "The generation failed upstream, or did "
+                                                  "not finish in time (504)"),
+            },
+        }},
+        "/v1/models/{model_id}": {"get": {
+            "operationId": "retrieveModel", "summary": "One model (OpenAI's models.retrieve)",
+            "parameters": [{"name": "model_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": _json(out.ModelEntry, "The model"),
+                          **_openai_errors(401, 404, 429, 503)},
+        }},
+    }
 
 
 def _id_param() -> dict[str, Any]:
@@ -148,8 +186,10 @@ def paths() -> dict[str, Any]:
         }},
         "/v1/models": {"get": {
             "operationId": "listModels", "summary": "Configured providers' models",
-            "responses": {"200": _json(out.ModelList, "Models"), **_errors(401, 429, 503)},
+            "responses": {"200": _json(out.ModelList, "Models"),
+                          **_openai_errors(401, 429, 503)},
         }},
+        **facade_paths(),
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Liveness", "security": [],
             "responses": {"200": _json(out.Health, "Serving")},
