@@ -16,7 +16,7 @@ import requests
 
 from spool.tokens import sign_stream_token
 from tests.conftest import FAST_MOCK, Api
-from tests.harness import Stack
+from tests.harness import Stack, free_port
 
 SECRET = "s" * 20 + secrets.token_hex(16)
 KEY_A = "ka-" + secrets.token_hex(16)
@@ -25,6 +25,10 @@ KEY_B = "kb-" + secrets.token_hex(16)
 # A near miss of a real key: still a secret that must not be logged.
 WRONG_KEY = KEY_A[:-1] + ("0" if KEY_A[-1] != "0" else "1")
 ORIGIN = "https://app.example.test"
+# Provider credentials must not leak either; the endpoints are dead loopback ports,
+# so the generations fail (and log their failure) without leaving the machine.
+OPENAI_KEY = "sk-openai-" + secrets.token_hex(16)
+ANTHROPIC_KEY = "sk-ant-" + secrets.token_hex(16)
 HOLD = {"ttft_ms": 60_000}  # a generation that stays queued/running for the test
 
 
@@ -37,6 +41,12 @@ def auth_stack(redis_server: Any) -> Iterator[Stack]:
         "SPOOL_ACCESS_LOG": "1",
         "SPOOL_LOG_LEVEL": "debug",
         "SPOOL_WEB_GRACE_S": "2",  # idle keep-alive clients would hold shutdown for 20 s
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "SPOOL_RETRY_ATTEMPTS": "1",
+        "SPOOL_RETRY_BASE_S": "0",
     })
     stack.start_web()
     stack.start_worker()
@@ -244,6 +254,11 @@ def test_keys_and_secret_never_logged(alpha: Api, auth_stack: Stack) -> None:
                      timeout=30)
     created = alpha.create("logged?")
     alpha.stream(created)
+    failed_ids = []
+    for provider in ("openai", "anthropic"):
+        failing = alpha.create(None, provider=provider)
+        assert alpha.stream(failing).events[-1].event == "error"
+        failed_ids.append(failing["id"])
     requests.post(auth_stack.url("/v1/generations"), data=b"{bad json",
                   headers={"Authorization": f"Bearer {WRONG_KEY}",
                            "Content-Type": "application/json"}, timeout=30)
@@ -256,5 +271,6 @@ def test_keys_and_secret_never_logged(alpha: Api, auth_stack: Stack) -> None:
     logs = "\n".join(proc.output() for proc in procs)
     assert "GET /v1/models" in logs  # the access log is on, so this check can see requests
     assert created["id"] in logs  # and the worker's log is included
-    for secret in (KEY_A, KEY_A2, KEY_B, WRONG_KEY, SECRET, token):
+    assert all(gen_id in logs for gen_id in failed_ids)  # their failures were logged
+    for secret in (KEY_A, KEY_A2, KEY_B, WRONG_KEY, SECRET, token, OPENAI_KEY, ANTHROPIC_KEY):
         assert secret not in logs
