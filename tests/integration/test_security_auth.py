@@ -154,6 +154,16 @@ def test_other_tenant_gets_404_on_every_endpoint(alpha: Api, beta: Api) -> None:
     assert alpha.post(f"/v1/generations/{gen_id}/cancel").status_code == 202
 
 
+def test_idempotency_keys_are_per_tenant(alpha: Api, beta: Api) -> None:
+    key = "shared-" + secrets.token_hex(8)
+    mine = alpha.create("alpha's answer", idempotency_key=key)
+    theirs = beta.create("beta's answer", idempotency_key=key)
+    assert mine["id"] != theirs["id"]
+    assert alpha.create("again", idempotency_key=key)["id"] == mine["id"]
+    assert beta.stream(theirs).events[-1].event == "done"
+    assert beta.generation(theirs["id"])["text"] == "beta's answer"
+
+
 def test_owner_reads_events_with_key_and_no_token(alpha: Api, auth_stack: Stack) -> None:
     created = alpha.create("with the key")
     url = auth_stack.url(f"/v1/generations/{created['id']}/events")
