@@ -16,6 +16,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
@@ -121,6 +122,7 @@ def test_service_conforms_to_its_openapi(openapi_schema: Any, fuzz_stack: Stack,
 def test_document_is_openapi_3_1_of_the_handlers_schemas(fuzz_stack: Stack) -> None:
     doc = requests.get(fuzz_stack.url("/openapi.json"), timeout=30).json()
     assert doc["openapi"].startswith("3.1")
+    validate(doc)  # against the official OpenAPI 3.1 schema: raises if invalid
     schemas = doc["components"]["schemas"]
     request = schemas["GenerationRequest"]
     from spool.schemas import GenerationRequest
