@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from openapi_spec_validator import validate
 
 from tests.conftest import FAST_MOCK, Api
 from tests.harness import Stack
@@ -284,6 +285,7 @@ def test_no_traceback_in_logs(api: Api, stack: Stack) -> None:
 def test_openapi_in_dev_mode_claims_no_auth(api: Api) -> None:
     doc = api.get("/openapi.json").json()
     assert doc["openapi"] == "3.1.0"
+    validate(doc)
     assert "securitySchemes" not in doc["components"] and "security" not in doc
     for operations in doc["paths"].values():
         for operation in operations.values():
