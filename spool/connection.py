@@ -42,7 +42,7 @@ def detect_cluster(url: str) -> bool:
         url, socket_connect_timeout=DETECT_TIMEOUT_S, socket_timeout=DETECT_TIMEOUT_S
     )
     try:
-        info: dict[str, Any] = probe.info("cluster")  # type: ignore[assignment]
+        info: dict[str, Any] = probe.info("cluster")
         return bool(int(info.get("cluster_enabled", 0)))
     except redis.RedisError as exc:
         log.warning(
