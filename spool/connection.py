@@ -21,6 +21,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from spool.metrics import RECORDER, REDIS_ERRORS
 from spool.settings import ConfigError
 
 log = logging.getLogger("spool.connection")
@@ -29,7 +30,52 @@ SOCKET_CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 30
 DETECT_TIMEOUT_S = 2.0  # auto-detection must not hold a booting process for long
 
-Client = redis.Redis | RedisCluster
+
+
+class _CountErrors:
+    """Counts failed connects, sends and reads in `spool_redis_errors_total`.
+
+    Counting at the connection catches every caller (appends, reads,
+    heartbeats, RQ) without touching them.
+    """
+
+    def connect(self) -> Any:
+        try:
+            return super().connect()  # type: ignore[misc]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            RECORDER.inc(REDIS_ERRORS, type(exc).__name__)
+            raise
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            RECORDER.inc(REDIS_ERRORS, type(exc).__name__)
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            RECORDER.inc(REDIS_ERRORS, type(exc).__name__)
+            raise
+
+
+class CountingConnection(_CountErrors, redis.Connection):
+    """A TCP connection that counts its errors."""
+
+
+class CountingSSLConnection(_CountErrors, redis.SSLConnection):
+    """A TLS connection that counts its errors."""
+
+
+def _counting(url: str, cluster: bool) -> dict[str, Any]:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "redis":
+        return {"connection_class": CountingConnection}
+    if scheme == "rediss" and not cluster:  # the Cluster client sets TLS up itself
+        return {"connection_class": CountingSSLConnection}
+    return {}
 
 
 def detect_cluster(url: str) -> bool:
@@ -72,8 +118,10 @@ def connect(
     }
     if cluster:
         # The Cluster client keeps one pool per node; the bound is per node.
-        return RedisCluster.from_url(url, max_connections=max_connections or 2**31, **common)
-    return redis.Redis.from_url(url, max_connections=max_connections, **common)
+        return RedisCluster.from_url(url, max_connections=max_connections or 2**31, **common,
+                                     **_counting(url, True))
+    return redis.Redis.from_url(url, max_connections=max_connections, **common,
+                                **_counting(url, False))
 
 
 def is_cluster(client: Any) -> bool:
@@ -93,6 +141,7 @@ def connect_rq(url: str) -> redis.Redis:
         socket_keepalive=True,
         socket_connect_timeout=SOCKET_CONNECT_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        **_counting(url, False),
     )
 
 
