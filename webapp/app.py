@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, ops, stream
+from webapp import api, metrics, ops, stream
 from webapp.errors import register_error_handlers
 from webapp.services import Services
 
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     for blueprint in (api.bp, stream.bp, ops.bp):
         app.register_blueprint(blueprint)
+    metrics.init_app(app)
     if not settings.auth_enabled:
         log.warning(
             "SPOOL_API_KEYS is not set: authentication is OFF and every caller is tenant "
