@@ -6,6 +6,7 @@ import hmac
 
 from flask import request
 
+from spool import logs
 from spool.settings import Settings
 from spool.tokens import sign_stream_token, verify_stream_token
 from webapp.errors import ApiError
@@ -36,11 +37,13 @@ def tenant_for_key(settings: Settings, key: str) -> str | None:
 def authenticate(settings: Settings) -> str:
     """The calling tenant, or 401. Dev mode (no keys configured) is tenant `dev`."""
     if not settings.auth_enabled:
+        logs.bind(tenant=DEV_TENANT)
         return DEV_TENANT
     key = bearer_key()
     tenant = tenant_for_key(settings, key) if key else None
     if tenant is None:
         raise ApiError(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    logs.bind(tenant=tenant)
     return tenant
 
 
