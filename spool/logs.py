@@ -50,6 +50,11 @@ def bind(**fields: Any) -> None:
     _context.set({**(_context.get() or {}), **fields})
 
 
+def unbind(*names: str) -> None:
+    """Detach fields (a worker greenlet finished one generation)."""
+    _context.set({k: v for k, v in (_context.get() or {}).items() if k not in names})
+
+
 def reset(**fields: Any) -> None:
     """Start a fresh context (a new request on a reused connection)."""
     _context.set(dict(fields))
