@@ -128,6 +128,7 @@ class Runner:
             self._end_error("provider_error", "internal error while generating", True, progress)
         finally:
             self.obs.close()
+            logs.unbind("generation_id", "tenant")
             self.ctx.watcher.unregister(self.gen_id)
             self.ctx.writer.forget(self.gen_id)
 
