@@ -174,7 +174,8 @@ def test_logs_are_json_with_context_and_no_secrets(ops_stack: Stack, ops_api: Ap
     assert lines, "no JSON log lines at all"
     for line in lines:
         assert {"ts", "level", "logger", "event"} <= line.keys()
-    create = next(x for x in lines if x["event"] == "request" and x.get("request_id") == "req-ops-42")
+    create = next(x for x in lines
+                  if x["event"] == "request" and x.get("request_id") == "req-ops-42")
     assert create["tenant"] == "acme"
     assert create["generation_id"] == gen_id
     assert create["status"] == 202 and create["method"] == "POST"
