@@ -28,6 +28,7 @@ log = logging.getLogger("spool.connection")
 
 SOCKET_CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 30
+SHARDED_PUBSUB_SINCE = (7, 0)
 DETECT_TIMEOUT_S = 2.0  # auto-detection must not hold a booting process for long
 
 
@@ -129,9 +130,30 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def supports_sharded_pubsub(client: RedisCluster) -> bool:
+    """True when the Cluster's servers have SPUBLISH/SSUBSCRIBE (Redis 7+).
+
+    Asked once at startup; if the answer cannot be had, Redis 7 is assumed
+    (every supported Redis is), so web and worker still agree.
+    """
+    try:
+        node = client.get_redis_connection(client.get_default_node())
+        version = str(node.info("server")["redis_version"])
+        return tuple(int(part) for part in version.split(".")[:2]) >= SHARDED_PUBSUB_SINCE
+    except (redis.RedisError, KeyError, ValueError) as exc:
+        log.warning("could not read the Redis version (%s); assuming 7+", type(exc).__name__)
+        return True
+
+
 def publish_command(client: Any) -> str:
-    """The command the event log publishes with: SPUBLISH on a Cluster."""
-    return "SPUBLISH" if is_cluster(client) else "PUBLISH"
+    """The command the event log publishes with: SPUBLISH on a Redis 7+ Cluster.
+
+    On an older Cluster classic PUBLISH still works (it is broadcast to every
+    node), only without the scaling benefit.
+    """
+    if is_cluster(client) and supports_sharded_pubsub(client):
+        return "SPUBLISH"
+    return "PUBLISH"
 
 
 def connect_rq(url: str) -> redis.Redis:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.cluster import RedisCluster
 
-from spool.connection import is_cluster
+from spool.connection import publish_command
 from webapp.hub import SHARDED, Hub, Subscription
 
 SLOT_MAP_REFRESH_S = 30.0  # re-read the Cluster's slot map at most this often
@@ -74,7 +74,11 @@ class ShardedHub:
 
 
 def make_hub(url: str, client: Any) -> Hub | ShardedHub:
-    """The hub matching how the event log publishes (see spool.connection)."""
-    if is_cluster(client):
+    """The hub matching how the event log publishes (see spool.connection).
+
+    Classic pub/sub on a Cluster (Redis < 7) is broadcast to every node, so
+    one ordinary hub on any node hears it.
+    """
+    if publish_command(client) == "SPUBLISH":
         return ShardedHub(url, client)
     return Hub(url)
