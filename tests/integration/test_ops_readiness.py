@@ -65,7 +65,11 @@ def test_readyz_flips_with_worker_and_redis(private_redis: RedisServer) -> None:
         assert value(down, "spool_redis_up") == 0
 
         private_redis.start()  # empty: the worker's next heartbeat makes it ready again
-        wait_until(lambda: readyz(stack)[0] == 200, 30, 0.2, "ready after Redis returned")
+        try:
+            wait_until(lambda: readyz(stack)[0] == 200, 30, 0.2, "ready after Redis returned")
+        except TimeoutError:
+            assert stack.workers[-1].alive(), "the worker process died during the Redis outage"
+            raise
         # Failures while Redis was down were counted and added once it came back.
         wait_until(lambda: value(scrape(stack.url("/metrics")), "spool_redis_errors_total",
                                  error="ConnectionError") > 0, 15, 0.2, "redis errors counted")
