@@ -26,6 +26,7 @@ from typing import IO, Any
 import orjson
 
 REDACTED = "[redacted]"
+SPOOL_HANDLER = "_spool_handler"  # marks the root handler `configure` owns
 MIN_SECRET_LEN = 6  # shorter "secrets" would redact ordinary words
 # Credentials that may show up in messages even when not configured here.
 SECRET_PATTERNS = (
@@ -158,7 +159,11 @@ def wants_json(log_format: str, stream: IO[str]) -> bool:
 def configure(*, log_format: str = "auto", log_content: bool = False,
               secrets: Iterable[str | None] = (), level: str = "INFO",
               stream: IO[str] | None = None) -> None:
-    """Route every logger (the root's handlers) through Spool's formatter."""
+    """Route every logger through Spool's formatter (a root handler; idempotent).
+
+    Only a handler installed here before is replaced, so handlers that others
+    put on the root logger (pytest's capture, for one) keep working.
+    """
     global _show_content
     _show_content = log_content
     out = stream or sys.stderr
@@ -168,7 +173,9 @@ def configure(*, log_format: str = "auto", log_content: bool = False,
                          else TextFormatter(redact))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if getattr(old, SPOOL_HANDLER, False):
+            root.removeHandler(old)
+    setattr(handler, SPOOL_HANDLER, True)
     root.addHandler(handler)
     root.setLevel(level.upper())
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -167,13 +168,18 @@ GaugeFn = Callable[[], dict[str, float]]
 class MetricsStore:
     """This process's view of the metrics in Redis."""
 
-    def __init__(self, client: Any, keys: Keys, process_id: str, kind: str,
+    def __init__(self, client: Any, keys: Keys, process_name: str, kind: str,
                  interval_s: float) -> None:
         self.client = client
         self.keys = keys
-        self.process_id = process_id
+        self.process_name = process_name
         self.kind = kind
         self.interval_s = interval_s
+
+    @property
+    def process_id(self) -> str:
+        """Name plus pid, read when used: a pre-forked copy reports as itself."""
+        return f"{self.process_name}.{os.getpid()}"
 
     def flush(self, recorder: Recorder, gauges: dict[str, float]) -> None:
         """Add recorded deltas to the shared counters; publish this process's gauges."""

@@ -50,8 +50,8 @@ def init_app(app: Flask) -> None:
     """Logging, request ids and `/metrics` for this app (the flusher starts on first request)."""
     svc: Services = app.extensions["spool"]
     logs.configure_from_settings(svc.settings, os.environ.get("SPOOL_LOG_LEVEL", "INFO"))
-    process_id = f"web.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
-    store = m.MetricsStore(svc.redis, svc.keys, process_id, "web", svc.settings.metrics_flush_s)
+    name = f"web.{socket.gethostname()}.{secrets.token_hex(3)}"
+    store = m.MetricsStore(svc.redis, svc.keys, name, "web", svc.settings.metrics_flush_s)
     app.extensions[EXTENSION] = m.Flusher(store, lambda: _web_gauges(svc))
     app.register_blueprint(bp)
 
