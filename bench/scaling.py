@@ -21,13 +21,13 @@ import argparse
 import http.client
 import json
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import redis
 import requests
 from rq.suspension import resume, suspend
@@ -43,6 +43,26 @@ WEB_COUNTS = (1, 2)
 GEN_TEXT = "Spool streams every token into a durable log. " * 4  # ~50 mock pieces
 REPLAY_TEXT = "".join(f"tok{i % 10} " for i in range(240))  # ~300 mock pieces
 CREATE_THREADS = 8
+CLIENT_PROCESSES = 2
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and their children."""
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for one in [proc, *proc.children(recursive=True)]:
+                times = one.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def _pids(stack: Stack, server: RedisServer) -> list[int]:
+    procs = [p.proc.pid for p in [*stack.webs, *stack.workers]]
+    return [*procs, *([server.proc.pid] if server.proc else [])]
 
 
 def _create(base: str, text: str, mock: dict[str, Any] | None = None) -> str:
@@ -69,8 +89,25 @@ def _all_done(stack: Stack, ids: list[str]) -> list[dict[str, str]] | None:
     return records if all("finished_ms" in r for r in records) else None
 
 
-def measure_workers(redis_url: str, workers: int, n: int) -> dict[str, Any]:
+def steady_state(records: list[dict[str, str]]) -> tuple[int, float]:
+    """Generations finished while every worker was busy, and that window's length.
+
+    Workers wake from RQ's suspension up to a second apart and run out of
+    work at different times; only the span in which all of them were
+    working measures what n processes do together.
+    """
+    by_worker: dict[str, list[dict[str, str]]] = {}
+    for record in records:
+        by_worker.setdefault(record.get("worker", "?"), []).append(record)
+    begin = max(min(int(r["started_ms"]) for r in rs) for rs in by_worker.values())
+    end = min(max(int(r["finished_ms"]) for r in rs) for rs in by_worker.values())
+    done = sum(begin < int(r["finished_ms"]) <= end for r in records)
+    return done, max(end - begin, 0) / 1000.0
+
+
+def measure_workers(server: RedisServer, workers: int, n: int) -> dict[str, Any]:
     """Generations per second with `workers` worker processes and one web."""
+    redis_url = server.url
     stack = Stack(redis_url)
     try:
         stack.start_web()
@@ -82,15 +119,16 @@ def measure_workers(redis_url: str, workers: int, n: int) -> dict[str, Any]:
             with ThreadPoolExecutor(CREATE_THREADS) as pool:
                 ids = list(pool.map(lambda _: _create(stack.base_url, GEN_TEXT), range(n)))
         finally:
+            cpu_before, began = _cpu_s(_pids(stack, server)), time.monotonic()
             resume(rq_client)
         records = wait_until(lambda: _all_done(stack, ids), 600, 0.2, "all generations")
-        started = min(int(r["started_ms"]) for r in records)
-        finished = max(int(r["finished_ms"]) for r in records)
-        window_s = (finished - started) / 1000.0
+        cores = (_cpu_s(_pids(stack, server)) - cpu_before) / (time.monotonic() - began)
+        done_in_window, window_s = steady_state(records)
         failed = sum(r.get("status") != "completed" for r in records)
         return {"scenario": "workers", "system": "spool", "n": workers, "web": 1,
                 "generations": n, "failed": failed, "window_s": round(window_s, 3),
-                "gen_per_s": round(n / window_s, 2) if window_s > 0 else None}
+                "gen_per_s": round(done_in_window / window_s, 2) if window_s > 0 else None,
+                "cores_busy": round(cores, 2)}
     finally:
         stack.close()
 
@@ -98,7 +136,7 @@ def measure_workers(redis_url: str, workers: int, n: int) -> dict[str, Any]:
 def _replay(url: str) -> int:
     """Read one SSE stream to its end; returns the number of events."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
     try:
         conn.request("GET", f"{parts.path}?{parts.query}")
         resp = conn.getresponse()
@@ -108,9 +146,18 @@ def _replay(url: str) -> int:
         conn.close()
 
 
-def measure_webs(redis_url: str, webs: int, readers: int, reads: int) -> dict[str, Any]:
+def _chunks(items: list[str], parts: int) -> list[list[str]]:
+    return [items[i::parts] for i in range(parts)]
+
+
+def _replay_many(urls: list[str]) -> list[int]:
+    """One reader: its streams, one after another."""
+    return [_replay(url) for url in urls]
+
+
+def measure_webs(server: RedisServer, webs: int, readers: int, reads: int) -> dict[str, Any]:
     """SSE events per second delivered by `webs` web processes to concurrent readers."""
-    stack = Stack(redis_url)
+    stack = Stack(server.url)
     try:
         for _ in range(webs):
             stack.start_web()
@@ -123,26 +170,21 @@ def measure_webs(redis_url: str, webs: int, readers: int, reads: int) -> dict[st
             gens.append(resp.json())
         wait_until(lambda: _all_done(stack, [g["id"] for g in gens]), 300, 0.2, "replay logs")
         urls = [stack.url(g["stream_url"], i % webs) for i, g in enumerate(gens)]
-        counts: list[int] = []
-        lock = threading.Lock()
-
-        def reader(index: int) -> None:
-            for k in range(reads // readers):
-                events = _replay(urls[(index + k) % len(urls)])
-                with lock:
-                    counts.append(events)
-
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
-        began = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - began
+        plan = [urls[(i + k) % len(urls)] for k in range(reads // readers)
+                for i in range(readers)]
+        # Client processes, so the load generator's GIL is not the limit.
+        with ProcessPoolExecutor(CLIENT_PROCESSES) as pool:
+            list(pool.map(_replay, urls[:CLIENT_PROCESSES]))  # warm the pool up
+            cpu_before, began = _cpu_s(_pids(stack, server)), time.monotonic()
+            per_reader = list(pool.map(_replay_many, _chunks(plan, readers)))
+            elapsed = time.monotonic() - began
+        counts = [c for chunk in per_reader for c in chunk]
+        cores = (_cpu_s(_pids(stack, server)) - cpu_before) / elapsed
         events = sum(counts)
         return {"scenario": "webs", "system": "spool", "n": webs, "workers": 1,
                 "readers": readers, "streams": len(counts), "events": events,
-                "window_s": round(elapsed, 3), "events_per_s": round(events / elapsed, 1)}
+                "window_s": round(elapsed, 3), "events_per_s": round(events / elapsed, 1),
+                "cores_busy": round(cores, 2)}
     finally:
         stack.close()
 
@@ -158,15 +200,15 @@ def with_efficiency(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]
 
 def run(quick: bool) -> dict[str, Any]:
     """Both scenarios on a private redis-server; a table-able result."""
-    n = 60 if quick else 400
+    n = 150 if quick else 600
     readers, reads = (20, 60) if quick else (40, 400)
     server = RedisServer()
     server.start()
     try:
         workers = with_efficiency(
-            [measure_workers(server.url, count, n) for count in WORKER_COUNTS], "gen_per_s")
+            [measure_workers(server, count, n) for count in WORKER_COUNTS], "gen_per_s")
         webs = with_efficiency(
-            [measure_webs(server.url, count, readers, reads) for count in WEB_COUNTS],
+            [measure_webs(server, count, readers, reads) for count in WEB_COUNTS],
             "events_per_s")
     finally:
         server.stop()
@@ -174,12 +216,13 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["scenario  n  throughput        speedup  efficiency"]
+    lines = [f"scenario  n  throughput        speedup  efficiency  server cores busy "
+             f"(of {psutil.cpu_count()})"]
     for row in rows:
         rate = (f"{row['gen_per_s']} gen/s" if row["scenario"] == "workers"
                 else f"{row['events_per_s']} events/s")
         lines.append(f"{row['scenario']:<9} {row['n']:<2} {rate:<17} {row['speedup']:<8} "
-                     f"{row['efficiency']}")
+                     f"{row['efficiency']:<11} {row['cores_busy']}")
     return "\n".join(lines)
 
 
