@@ -59,8 +59,11 @@ def ops_stack(redis_server: Any) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def ops_api(ops_stack: Stack) -> Api:
-    return Api(ops_stack, key=API_KEY)
+def ops_api(ops_stack: Stack) -> Iterator[Api]:
+    client = Api(ops_stack, key=API_KEY)
+    yield client
+    # An idle keep-alive connection would hold gunicorn's graceful shutdown.
+    client.session.close()
 
 
 def test_metrics_count_real_traffic(ops_stack: Stack, ops_api: Api) -> None:
@@ -202,6 +205,7 @@ def test_log_content_switch_logs_prompt_and_answer(make_stack: StackFactory) -> 
                      and x.get("generation_id") == created["id"]), None)
 
     line = wait_until(ended, 15, 0.2, "generation ended line")
+    api.session.close()
     assert line["prompt"] == PROMPT
     assert line["answer"] == ANSWER
     assert line["tenant"] == "dev"

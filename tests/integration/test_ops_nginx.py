@@ -39,6 +39,14 @@ def nginx_config(web_port: int, listen_port: int, prefix: Path) -> str:
 
 
 @pytest.fixture(scope="module")
+def api(stack: Stack) -> Iterator[Api]:
+    """This module's client, closed before the stack stops (keep-alive holds shutdown)."""
+    client = Api(stack)
+    yield client
+    client.session.close()
+
+
+@pytest.fixture(scope="module")
 def proxied(stack: Stack) -> Iterator[str]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():

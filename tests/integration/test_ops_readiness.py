@@ -34,6 +34,7 @@ def readyz(stack: Stack) -> tuple[int, dict[str, object]]:
 
 def test_readyz_flips_with_worker_and_redis(private_redis: RedisServer) -> None:
     stack = Stack(private_redis.url, ENV)
+    api = Api(stack)
     try:
         stack.start_web()
         assert readyz(stack) == (503, {"status": "unavailable", "redis": True, "workers": 0})
@@ -48,7 +49,6 @@ def test_readyz_flips_with_worker_and_redis(private_redis: RedisServer) -> None:
         assert readyz(stack)[1]["workers"] == 0
 
         # Work waits in the queue while no worker is alive, and /metrics shows it.
-        api = Api(stack)
         created = api.create("queued while no worker runs")
         assert value(scrape(stack.url("/metrics")), "spool_generations_queued",
                      queue="interactive") == 1
@@ -74,5 +74,6 @@ def test_readyz_flips_with_worker_and_redis(private_redis: RedisServer) -> None:
         wait_until(lambda: value(scrape(stack.url("/metrics")), "spool_redis_errors_total",
                                  error="ConnectionError") > 0, 15, 0.2, "redis errors counted")
     finally:
+        api.session.close()
         stack.close()
         print(stack.logs())
