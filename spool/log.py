@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import redis
+from redis.cluster import ClusterPipeline
 
 from spool.events import DELTA, TERMINAL_EVENTS, TOOL_CALL, LogEntry, decode_entry
 from spool.keys import Keys
@@ -126,6 +127,11 @@ class EventLog:
             k.tombstone(gen_id),
             k.channel(gen_id),
         ]
+        if pipe is not self.client and isinstance(pipe, ClusterPipeline):
+            # redis-py blocks EVALSHA in Cluster pipelines (it cannot load a
+            # missing script mid-pipeline); EVAL carries the script itself,
+            # so a failed-over node with an empty script cache still works.
+            return pipe.execute_command("EVAL", _APPEND_LUA, len(keys), *keys, *args)
         return self._script(keys=keys, args=args, client=pipe)
 
     def append(

@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, cors, facade, openapi, ops, stream
+from webapp import api, cors, facade, metrics, openapi, ops, stream
 from webapp.errors import register_error_handlers
 from webapp.services import Services
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     cors.install(app, settings)
     for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    metrics.init_app(app)
     if not settings.auth_enabled:
         log.warning(
             "SPOOL_API_KEYS is not set: authentication is OFF and every caller is tenant "

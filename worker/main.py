@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 
 from rq import SimpleWorker
 
+from spool import logs, metrics
 from spool.connection import connect_rq
 from spool.keys import PRIORITIES
 from spool.queue import queue_for
@@ -27,13 +28,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the worker until stopped."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
+    logs.configure_from_settings(settings, os.environ.get("SPOOL_LOG_LEVEL", "INFO"))
     ctx = WorkerContext.build(settings)
     set_context(ctx)
     ctx.writer.start()
     ctx.watcher.start()
     heartbeat.start(ctx)
+    flusher = metrics.worker_flusher(ctx.redis, ctx.keys, ctx.worker_id,
+                                     settings.metrics_flush_s, args.slots or settings.worker_slots)
+    flusher.start()
     rq_client = connect_rq(settings.rq_redis_url)
     queues = [queue_for(rq_client, ctx.keys, p) for p in PRIORITIES]
     worker = SimpleWorker(queues, connection=rq_client, name=ctx.worker_id)
@@ -41,4 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         worker.work(burst=args.burst, with_scheduler=False)
     finally:
         heartbeat.remove(ctx)
+        flusher.flush()
+        flusher.store.remove()
     return 0
