@@ -32,6 +32,17 @@ class Cancelled(BaseException):
         self.reason = reason
 
 
+class JobTimeout(BaseException):
+    """Raised into a runner's greenlet when its job outlives its RQ timeout.
+
+    A BaseException for the same reason as `Cancelled`.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the generation exceeded its job timeout of {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
 @dataclass
 class Handle:
     """A running generation as the watcher sees it."""
