@@ -8,6 +8,8 @@ round trip per event; 500 pay about one per tick, not 500.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +17,19 @@ import gevent
 import gevent.event
 import redis
 
+from spool.events import DELTA, TOOL_CALL
 from spool.log import EventLog
 
 log = logging.getLogger("spool.writer")
 
 RETRY_DELAY_S = 0.2  # between attempts while Redis is unreachable
 MAX_BATCH = 2000  # appends per pipeline
+DRAIN_POLL_S = 0.01
+OUTPUT_EVENTS = frozenset({DELTA, TOOL_CALL})
+
+# Called (in the runner's greenlet) before a generation's first output event;
+# it may raise to refuse the write (the concurrent worker checks its lease).
+OutputGuard = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -41,6 +50,9 @@ class BatchWriter:
         self._wake = gevent.event.Event()
         self._refused: set[str] = set()
         self._greenlet: gevent.Greenlet | None = None
+        self._flushing = False
+        self._with_output: set[str] = set()
+        self.output_guard: OutputGuard | None = None
 
     def start(self) -> None:
         """Start the flusher greenlet (idempotent)."""
@@ -58,6 +70,10 @@ class BatchWriter:
     ) -> int | None:
         """Queue an append; with `wait`, block until written and return its seq."""
         self.start()
+        if event in OUTPUT_EVENTS and gen_id not in self._with_output:
+            if self.output_guard is not None:
+                self.output_guard(gen_id)
+            self._with_output.add(gen_id)
         done = gevent.event.AsyncResult() if wait else None
         self._pending.append(_Append(gen_id, event, data, fields, done))
         self._wake.set()
@@ -73,6 +89,16 @@ class BatchWriter:
     def forget(self, gen_id: str) -> None:
         """Drop per-generation state when its runner finishes."""
         self._refused.discard(gen_id)
+        self._with_output.discard(gen_id)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until everything queued so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending or self._flushing:
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(DRAIN_POLL_S)
+        return True
 
     def _run(self) -> None:
         while True:
@@ -80,7 +106,11 @@ class BatchWriter:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                self._flush(batch)
+                self._flushing = True
+                try:
+                    self._flush(batch)
+                finally:
+                    self._flushing = False
 
     def _flush(self, batch: list[_Append]) -> None:
         while True:
