@@ -1,0 +1,79 @@
+"""The worker side of leases: one refresh per tick for all in-flight generations,
+the first-output fence, and the settle loop that any process may run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import gevent
+import redis
+
+from spool.lease import Leases, Settler
+
+log = logging.getLogger("spool.lease")
+
+REFRESH_INTERVAL_S = 2.0  # lease ttl is 10 s: four refreshes may fail before it lapses
+SETTLE_INTERVAL_S = 2.0  # death noticed within lease ttl + this (+ jitter)
+SETTLE_JITTER_S = 0.5  # spreads the settle passes of many processes
+
+
+class LeaseLost(BaseException):
+    """Raised into a runner whose lease another process took (it settled the run)."""
+
+
+class HandBack(BaseException):
+    """Raised into a runner still going when the shutdown grace ends."""
+
+
+class LeaseKeeper:
+    """Refreshes this worker's leases; reports the ones it lost."""
+
+    def __init__(self, leases: Leases, owner: str, held: Callable[[], list[str]],
+                 on_lost: Callable[[str], None]) -> None:
+        self.leases = leases
+        self.owner = owner
+        self.held = held
+        self.on_lost = on_lost
+
+    def refresh_once(self) -> None:
+        """Extend every held lease in one script call; hand lost ones to `on_lost`."""
+        for gen_id in self.leases.refresh(self.held(), self.owner):
+            log.warning("lease of %s was taken over; stopping its runner", gen_id)
+            self.on_lost(gen_id)
+
+    def run(self) -> None:
+        """Refresh forever (spawn as a greenlet)."""
+        while True:
+            started = time.monotonic()
+            try:
+                self.refresh_once()
+            except redis.RedisError as exc:
+                log.warning("lease refresh failed: %s", type(exc).__name__)
+            gevent.sleep(max(0.0, REFRESH_INTERVAL_S - (time.monotonic() - started)))
+
+    def guard(self, gen_id: str) -> None:
+        """Writer output guard: refuse a first output unless the lease is safely ours."""
+        try:
+            ours = self.leases.confirm(gen_id, self.owner)
+        except redis.RedisError:
+            ours = True  # the append will wait for Redis anyway; do not drop work for a blip
+        if not ours:
+            raise LeaseLost(gen_id)
+
+
+def settle_forever(settler: Settler) -> None:
+    """Settle expired leases and orphaned jobs every few seconds (spawn as a greenlet)."""
+    first_seen: dict[str, float] = {}
+    while True:
+        gevent.sleep(SETTLE_INTERVAL_S + random.uniform(-SETTLE_JITTER_S, SETTLE_JITTER_S))
+        try:
+            settler.settle_expired()
+            settler.sweep_intermediate(first_seen, time.monotonic())
+        except redis.RedisError as exc:
+            log.warning("settle pass failed: %s", type(exc).__name__)
+        except Exception:
+            log.exception("settle pass failed")

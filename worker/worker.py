@@ -1,0 +1,346 @@
+"""Spool's concurrent RQ worker: up to N generations at once, one greenlet each.
+
+RQ's workers run one job per process. This one is an RQ `BaseWorker` (so
+its worker key, birth/death, command channel and `rq info` stay RQ's) that
+dequeues only while a slot is free and keeps RQ's bookkeeping per job:
+an Execution in the StartedJobRegistry while it runs, then the Finished or
+Failed registry. Timeouts are `gevent.Timeout`s (SIGALRM cannot time out
+hundreds of jobs in one process); RQ's `stop-job` command cancels the
+generation. Leases, not RQ's 90 s heartbeats, find dead workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import gevent
+import gevent.event
+import redis
+from rq.command import parse_payload
+from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.utils import now
+from rq.worker import BaseWorker, WorkerStatus
+
+from spool.events import ERROR
+from spool.keys import QUEUE_BATCH, QUEUE_INTERACTIVE
+from spool.lease import Leases, Settler
+from spool.queue import queue_for
+from worker import heartbeat
+from worker.context import WorkerContext
+from worker.control import JobTimeout
+from worker.lease import HandBack, LeaseKeeper, LeaseLost, settle_forever
+
+log = logging.getLogger("spool.worker")
+
+IDLE_BLOCK_S = 0.25  # BLMOVE wait on the interactive queue when both are empty
+RQ_HEARTBEAT_INTERVAL_S = 10.0  # worker/execution/job heartbeats in RQ's keys
+RQ_HEARTBEAT_TTL_S = 90  # RQ entries outlive a missed heartbeat or two
+REDIS_RETRY_S = 1.0
+HANDBACK_JOIN_S = 5.0  # for runners to unwind after HandBack
+DRAIN_S = 5.0  # for their last appends to reach Redis
+
+
+@dataclass(eq=False)
+class Slot:
+    """One in-flight job."""
+
+    job: Job
+    queue: Queue
+    batch: bool
+    greenlet: gevent.Greenlet | None = None
+    execution: Execution | None = None
+    leased: bool = False
+    performing: bool = False
+    stopped: bool = False  # RQ stop-job: the job ends STOPPED
+    gone: bool = False  # lease lost or handed back: the settler owns the outcome
+    started: float = field(default_factory=time.monotonic)
+
+
+def batch_cap(slots: int, share: float) -> int:
+    """Slots batch jobs may hold: floor(slots * share), at least 1 unless share is 0."""
+    cap = int(slots * share)
+    return max(cap, 1) if share > 0 else 0
+
+
+class SpoolWorker(BaseWorker):
+    """A gevent worker running up to `slots` generations concurrently."""
+
+    def __init__(self, ctx: WorkerContext, rq_client: redis.Redis, slots: int) -> None:
+        queues = [queue_for(rq_client, ctx.keys, p) for p in (QUEUE_INTERACTIVE, QUEUE_BATCH)]
+        super().__init__(queues, name=ctx.worker_id, connection=rq_client)
+        self.ctx = ctx
+        self.slots = slots
+        self.batch_slots = batch_cap(slots, ctx.settings.batch_share)
+        self.grace_s = ctx.settings.shutdown_grace_s
+        self.running: dict[str, Slot] = {}
+        self.batch_running = 0
+        self.stopping = False
+        self._slot_freed = gevent.event.Event()
+        self.leases = Leases(ctx.redis, ctx.keys)
+        self.settler = Settler(ctx.log, rq_client, ctx.settings.job_timeout_s)
+        self.keeper = LeaseKeeper(self.leases, self.name, self._leased, self._lease_lost)
+
+    # -- the work loop ---------------------------------------------------------
+    def work(self, burst: bool = False, **_: object) -> bool:  # type: ignore[override]
+        """Serve the queues until SIGTERM (or, with `burst`, until they are empty)."""
+        self.bootstrap()
+        self.set_state(WorkerStatus.IDLE)
+        self._install_signal_handlers()
+        self.ctx.writer.output_guard = self.keeper.guard
+        self.ctx.writer.start()
+        self.ctx.watcher.start()
+        helpers = [gevent.spawn(self.keeper.run), gevent.spawn(settle_forever, self.settler),
+                   gevent.spawn(self._heartbeat_forever), heartbeat.start(self.ctx)]
+        started = 0
+        try:
+            started = self._dispatch(burst)
+            self._wind_down()
+        finally:
+            gevent.killall(helpers, block=False)
+            heartbeat.remove(self.ctx)
+            self.teardown()
+        return started > 0
+
+    def _dispatch(self, burst: bool) -> int:
+        started = 0
+        while not self.stopping:
+            if len(self.running) >= self.slots:
+                self._slot_freed.clear()
+                self._slot_freed.wait(1.0)
+                continue
+            try:
+                found = self._dequeue(block=not burst)
+            except redis.ConnectionError as exc:
+                log.warning("dequeue failed (%s); retrying", type(exc).__name__)
+                gevent.sleep(REDIS_RETRY_S)
+                continue
+            if found is not None:
+                self._start(*found)
+                started += 1
+            elif burst:
+                if not self.running:
+                    break
+                self._slot_freed.clear()
+                self._slot_freed.wait(IDLE_BLOCK_S)
+        return started
+
+    def _dequeue(self, block: bool) -> tuple[Job, Queue] | None:
+        """Interactive first; batch only below its share of the slots."""
+        interactive, batch = self.queues
+        order = [interactive]
+        if self.batch_running < self.batch_slots:
+            order.append(batch)
+        for queue in order:
+            job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
+            if job_id is not None:
+                return self._fetch(job_id, queue)
+        if block:
+            job_id = self.connection.blmove(interactive.key, interactive.intermediate_queue_key,
+                                            IDLE_BLOCK_S)  # type: ignore[arg-type]
+            if job_id is not None:
+                return self._fetch(job_id, interactive)
+        return None
+
+    def _fetch(self, raw_id: bytes | str, queue: Queue) -> tuple[Job, Queue] | None:
+        job_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        try:
+            return Job.fetch(job_id, connection=self.connection, serializer=self.serializer), queue
+        except NoSuchJobError:
+            self.connection.lrem(queue.intermediate_queue_key, 1, job_id)
+            return None
+
+    def _start(self, job: Job, queue: Queue) -> None:
+        slot = Slot(job, queue, batch=queue is self.queues[1])
+        self.running[job.id] = slot
+        self.batch_running += slot.batch
+        if len(self.running) == 1:
+            self.set_state(WorkerStatus.BUSY)
+        slot.greenlet = gevent.spawn(self._run_slot, slot)
+
+    # -- one job ---------------------------------------------------------------
+    def _run_slot(self, slot: Slot) -> None:
+        job = slot.job
+        try:
+            if not self._claim(slot):
+                return
+            slot.performing = True
+            failure = self._perform(slot)
+            slot.performing = False
+            self._record_outcome(slot, failure)
+        except Exception:
+            log.exception("bookkeeping for job %s failed", job.id)
+        finally:
+            if slot.leased and not slot.gone:
+                # On a Redis error the lease lapses; the settler then finds the log ended.
+                with contextlib.suppress(redis.RedisError):
+                    self.leases.release(job.id, self.name)
+            self._free(slot)
+
+    def _claim(self, slot: Slot) -> bool:
+        """Lease the generation, take the job out of RQ's intermediate list, start it."""
+        job = slot.job
+        self.leases.acquire(job.id, self.name)
+        slot.leased = True
+        if not self.connection.lrem(slot.queue.intermediate_queue_key, 1, job.id):
+            log.warning("job %s was requeued as an orphan; dropping this copy", job.id)
+            slot.gone = True
+            self.leases.release(job.id, self.name)
+            return False
+        with self.connection.pipeline() as pipe:
+            slot.execution = Execution.create(job, RQ_HEARTBEAT_TTL_S, pipeline=pipe,
+                                              worker_name=self.name)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            self.set_current_job_id(job.id, pipeline=pipe)
+            pipe.execute()
+        return True
+
+    def _perform(self, slot: Slot) -> str | None:
+        """Run the job; None on success, else the failure text for RQ."""
+        job = slot.job
+        timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
+        try:
+            with gevent.Timeout(timeout, JobTimeout(timeout)):
+                job.perform()
+            return None
+        except (LeaseLost, HandBack):
+            slot.gone = True  # whoever took the lease settles the generation and its job
+            return None
+        except JobTimeout as exc:
+            self._ensure_ended(job.id, "timeout", str(exc))
+            return f"JobTimeoutException: {exc}"
+        except BaseException as exc:  # a job must never take the worker down
+            self._ensure_ended(job.id, "provider_error", "internal error while generating")
+            if not isinstance(exc, Exception):
+                log.warning("job %s interrupted by %s", job.id, type(exc).__name__)
+            return "".join(traceback.format_exception(exc))
+
+    def _ensure_ended(self, gen_id: str, error_type: str, message: str) -> None:
+        """Backstop: end the log if the runner could not (a no-op when it did)."""
+        self.ctx.writer.emit(gen_id, ERROR, {"type": error_type, "message": message,
+                                             "retryable": True},
+                             {"status": "failed", "finish_reason": "error",
+                              "error": {"type": error_type, "message": message}}, wait=True)
+
+    def _record_outcome(self, slot: Slot, failure: str | None) -> None:
+        job, execution = slot.job, slot.execution
+        job.ended_at = now()
+        with self.connection.pipeline() as pipe:
+            if execution is not None:
+                execution.delete(job, pipe)
+            self.increment_total_working_time(job.ended_at - (job.started_at or job.ended_at), pipe)
+            if slot.gone:
+                pass  # the settler requeued or failed the job in RQ
+            elif failure is None:
+                job._status = JobStatus.FINISHED
+                result_ttl = job.get_result_ttl(self.default_result_ttl)
+                if result_ttl != 0:
+                    job._handle_success(result_ttl, pipeline=pipe, worker_name=self.name,
+                                        execution_id=execution.id if execution else None,
+                                        execution_started_at=execution.created_at if execution
+                                        else None, execution_ended_at=job.ended_at)
+                job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+                self.increment_successful_job_count(pipe)
+            else:
+                job.set_status(JobStatus.STOPPED if slot.stopped else JobStatus.FAILED, pipe)
+                job._handle_failure(failure, pipe, worker_name=self.name,
+                                    execution_id=execution.id if execution else None,
+                                    execution_started_at=execution.created_at if execution
+                                    else None, execution_ended_at=job.ended_at)
+                self.increment_failed_job_count(pipe)
+            pipe.execute()
+
+    def _free(self, slot: Slot) -> None:
+        if self.running.pop(slot.job.id, None) is slot:
+            self.batch_running -= slot.batch
+        self._slot_freed.set()
+        if not self.running:
+            with contextlib.suppress(redis.RedisError), self.connection.pipeline() as pipe:
+                self.set_current_job_id(None, pipeline=pipe)
+                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+                pipe.execute()
+
+    # -- leases, heartbeats, commands --------------------------------------------
+    def _leased(self) -> list[str]:
+        return [gen_id for gen_id, slot in self.running.items() if slot.leased and not slot.gone]
+
+    def _lease_lost(self, gen_id: str) -> None:
+        slot = self.running.get(gen_id)
+        if slot is not None and slot.greenlet is not None and not slot.gone:
+            slot.gone = True
+            slot.greenlet.kill(LeaseLost(gen_id), block=False)
+
+    def _heartbeat_forever(self) -> None:
+        while True:
+            gevent.sleep(RQ_HEARTBEAT_INTERVAL_S)
+            try:
+                self._rq_heartbeat()
+                if self.should_run_maintenance_tasks:
+                    self.clean_registries()
+            except redis.RedisError as exc:
+                log.warning("RQ heartbeat failed: %s", type(exc).__name__)
+
+    def _rq_heartbeat(self) -> None:
+        """Worker, executions and jobs in one pipeline (RQ's own do one job)."""
+        with self.connection.pipeline() as pipe:
+            self.heartbeat(pipeline=pipe)
+            for slot in list(self.running.values()):
+                if slot.execution is not None and not slot.gone:
+                    registry = slot.queue.started_job_registry
+                    slot.execution.heartbeat(registry, RQ_HEARTBEAT_TTL_S, pipe)
+                    slot.job.heartbeat(now(), RQ_HEARTBEAT_TTL_S, pipeline=pipe)
+            pipe.execute()
+
+    def handle_payload(self, message: dict[str, object]) -> None:
+        """RQ commands: `stop-job` cancels that generation; the rest as RQ does."""
+        payload = parse_payload(message)
+        job_id = payload.get("job_id")
+        if payload.get("command") != "stop-job":
+            super().handle_payload(message)
+        elif isinstance(job_id, str) and job_id in self.running:
+            log.info("stop-job %s: cancelling the generation", job_id)
+            self.running[job_id].stopped = True
+            self.ctx.redis.hsetnx(self.ctx.keys.record(job_id), "cancel", "user")
+            handle = self.ctx.watcher.handles.get(job_id)
+            if handle is not None:
+                handle.cancel("user")
+
+    # -- shutdown ----------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stopping:
+            log.info("signal %s again: already stopping", signal.Signals(signum).name)
+            return
+        log.info("signal %s: no new work; %d running get %.0f s to finish",
+                 signal.Signals(signum).name, len(self.running), self.grace_s)
+        self.stopping = True
+        self._shutdown_requested_date = now()
+
+    def _wind_down(self) -> None:
+        """Let running generations finish within the grace, then hand back the rest."""
+        deadline = time.monotonic() + self.grace_s
+        while self.running and time.monotonic() < deadline:
+            self._slot_freed.clear()
+            self._slot_freed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+        slots = [s for s in self.running.values() if s.performing and not s.gone]
+        if not slots:
+            return
+        log.warning("grace over: handing back %d generations", len(slots))
+        for slot in slots:
+            slot.gone = True
+            if slot.greenlet is not None:
+                slot.greenlet.kill(HandBack(), block=False)
+        gevent.joinall([s.greenlet for s in slots if s.greenlet], timeout=HANDBACK_JOIN_S)
+        self.ctx.writer.drain(DRAIN_S)
+        for outcome in self.settler.hand_back([s.job.id for s in slots], self.name):
+            log.info("handed back %s: %s", outcome.gen_id, outcome.action)
