@@ -18,7 +18,9 @@ a single Redis (RQ itself needs one); they are not Redis Cluster scripts.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,8 @@ LEASE_TTL_MS = 10_000  # deadline after the last refresh; refreshed every ~2 s
 SETTLE_HOLD_MS = 30_000  # how long a settler holds a taken lease before others may retry
 CONFIRM_MARGIN_MS = 3_000  # first output needs at least this much lease left
 SETTLE_BATCH = 200  # expired generations looked at per pass
+SETTLE_INTERVAL_S = 2.0  # a death is settled within lease ttl + this (+ jitter)
+SETTLE_JITTER_S = 0.5  # spreads the passes of many processes
 ORPHAN_AGE_S = 10.0  # an unleased job this long in RQ's intermediate list was orphaned
 
 # KEYS: running, lease; ARGV: gen, owner, ttl ms
@@ -145,7 +149,7 @@ class Leases:
 
     def take(self, gen_id: str, taker: str, expected_owner: str = "") -> bool:
         """Take an expired lease (or `expected_owner`'s lease) to settle it."""
-        args = [gen_id, taker, SETTLE_HOLD_MS, expected_owner]
+        args: list[str | int] = [gen_id, taker, SETTLE_HOLD_MS, expected_owner]
         return bool(self._take(keys=self._keys(gen_id), args=args))
 
     def release(self, gen_id: str, owner: str) -> bool:
@@ -155,7 +159,7 @@ class Leases:
     def expired(self, limit: int = SETTLE_BATCH) -> list[str]:
         """Generations whose deadline passed by this host's clock (a hint: `take` decides)."""
         found = self.client.zrangebyscore(self.keys.running(), "-inf", now_ms(), 0, limit)
-        return [str(g) for g in found]  # type: ignore[union-attr]
+        return [str(g) for g in found]
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ class Settler:
         started = StartedJobRegistry(job.origin, connection=self.rq)
         executions_key = f"rq:executions:{gen_id}"
         execution_ids = [e.decode() if isinstance(e, bytes) else str(e)
-                         for e in self.rq.zrange(executions_key, 0, -1)]  # type: ignore[union-attr]
+                         for e in self.rq.zrange(executions_key, 0, -1)]
         pipe: Any = self.rq.pipeline()
         for execution_id in execution_ids:
             pipe.zrem(started.key, f"{gen_id}:{execution_id}")
@@ -283,7 +287,7 @@ class Settler:
         present: set[str] = set()
         for priority in PRIORITIES:
             key = self._intermediate_key(priority)
-            for raw in self.rq.lrange(key, 0, -1):  # type: ignore[union-attr]
+            for raw in self.rq.lrange(key, 0, -1):
                 gen_id = raw.decode() if isinstance(raw, bytes) else str(raw)
                 present.add(gen_id)
                 if self.client.exists(self.keys.lease(gen_id)):
@@ -297,3 +301,21 @@ class Settler:
                                        at_front=True)
         for gone in set(first_seen) - present:
             del first_seen[gone]
+
+
+def settle_forever(settler: Settler) -> None:
+    """Settle expired leases and orphaned jobs every few seconds, forever.
+
+    Run it in a greenlet (worker and web processes are gevent-patched, so
+    `time.sleep` yields).
+    """
+    first_seen: dict[str, float] = {}
+    while True:
+        time.sleep(SETTLE_INTERVAL_S + random.uniform(-SETTLE_JITTER_S, SETTLE_JITTER_S))
+        try:
+            settler.settle_expired()
+            settler.sweep_intermediate(first_seen, time.monotonic())
+        except redis.RedisError as exc:
+            log.warning("settle pass failed: %s", type(exc).__name__)
+        except Exception:
+            log.exception("settle pass failed")

@@ -1,24 +1,21 @@
 """The worker side of leases: one refresh per tick for all in-flight generations,
-the first-output fence, and the settle loop that any process may run.
+and the fence before a generation's first output.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 
 import gevent
 import redis
 
-from spool.lease import Leases, Settler
+from spool.lease import Leases
 
 log = logging.getLogger("spool.lease")
 
 REFRESH_INTERVAL_S = 2.0  # lease ttl is 10 s: four refreshes may fail before it lapses
-SETTLE_INTERVAL_S = 2.0  # death noticed within lease ttl + this (+ jitter)
-SETTLE_JITTER_S = 0.5  # spreads the settle passes of many processes
 
 
 class LeaseLost(BaseException):
@@ -64,16 +61,3 @@ class LeaseKeeper:
         if not ours:
             raise LeaseLost(gen_id)
 
-
-def settle_forever(settler: Settler) -> None:
-    """Settle expired leases and orphaned jobs every few seconds (spawn as a greenlet)."""
-    first_seen: dict[str, float] = {}
-    while True:
-        gevent.sleep(SETTLE_INTERVAL_S + random.uniform(-SETTLE_JITTER_S, SETTLE_JITTER_S))
-        try:
-            settler.settle_expired()
-            settler.sweep_intermediate(first_seen, time.monotonic())
-        except redis.RedisError as exc:
-            log.warning("settle pass failed: %s", type(exc).__name__)
-        except Exception:
-            log.exception("settle pass failed")

@@ -31,12 +31,12 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from spool.events import ERROR
 from spool.keys import QUEUE_BATCH, QUEUE_INTERACTIVE
-from spool.lease import Leases, Settler
+from spool.lease import Leases, Settler, settle_forever
 from spool.queue import queue_for
 from worker import heartbeat
 from worker.context import WorkerContext
 from worker.control import JobTimeout
-from worker.lease import HandBack, LeaseKeeper, LeaseLost, settle_forever
+from worker.lease import HandBack, LeaseKeeper, LeaseLost
 
 log = logging.getLogger("spool.worker")
 
