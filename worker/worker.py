@@ -232,6 +232,8 @@ class SpoolWorker(BaseWorker):
     def _record_outcome(self, slot: Slot, failure: str | None) -> None:
         job, execution = slot.job, slot.execution
         job.ended_at = now()
+        if slot.stopped and failure is None:
+            failure = "Job stopped by user (rq stop-job): the generation was cancelled."
         with self.connection.pipeline() as pipe:
             if execution is not None:
                 execution.delete(job, pipe)
