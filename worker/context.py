@@ -16,6 +16,8 @@ from spool.settings import Settings
 from worker.control import CancelWatcher
 from worker.writer import BatchWriter
 
+REDIS_POOL_SIZE = 64  # shared by all runners of the process (they wait, never fail)
+
 
 @dataclass
 class WorkerContext:
@@ -33,7 +35,7 @@ class WorkerContext:
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
         """Create clients and the shared writer and watcher (not yet started)."""
-        client = connect(settings.redis_url)
+        client = connect(settings.redis_url, max_connections=REDIS_POOL_SIZE, blocking=True)
         keys = Keys(settings.namespace)
         retention = Retention.from_settings(
             settings.retention_s, settings.job_timeout_s, settings.tombstone_s
