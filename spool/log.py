@@ -90,6 +90,11 @@ class EventLog:
         self.publish_command = publish_command
         self._script = client.register_script(_APPEND_LUA)
 
+    @property
+    def script(self) -> Any:
+        """The registered append script (`.sha`, `.script`) for raw pipelining."""
+        return self._script
+
     def _call(
         self,
         pipe: Any,
@@ -98,6 +103,18 @@ class EventLog:
         data: Mapping[str, Any] | str,
         fields: Mapping[str, Any] | None,
     ) -> Any:
+        keys, args = self.arguments(gen_id, event, data, fields)
+        return self._script(keys=keys, args=args, client=pipe)
+
+    def arguments(
+        self,
+        gen_id: str,
+        event: str,
+        data: Mapping[str, Any] | str,
+        fields: Mapping[str, Any] | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """The append script's KEYS and ARGV for one event (for callers that pack
+        many appends themselves, like the worker's batched writer)."""
         k = self.keys
         payload = data if isinstance(data, str) else dumps(data)
         text = ""
@@ -126,7 +143,7 @@ class EventLog:
             k.tombstone(gen_id),
             k.channel(gen_id),
         ]
-        return self._script(keys=keys, args=args, client=pipe)
+        return keys, args
 
     def append(
         self,
