@@ -24,6 +24,7 @@ from worker.worker import SpoolWorker
 log = logging.getLogger("spool.worker")
 
 RESTART_DELAY_S = 1.0  # before restarting a crashed child
+RQ_POOL_SIZE = 64  # RQ bookkeeping of all slots shares these (callers wait for one)
 SUPERVISE_POLL_S = 0.5
 
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = WorkerContext.build(settings)
     set_context(ctx)
     slots = args.slots or settings.worker_slots
-    worker = SpoolWorker(ctx, connect_rq(settings.rq_redis_url), slots)
+    rq_client = connect_rq(settings.rq_redis_url, max_connections=RQ_POOL_SIZE, blocking=True)
+    worker = SpoolWorker(ctx, rq_client, slots)
     log.info("worker %s: %d slots (%d for batch), grace %.0f s", worker.name, slots,
              worker.batch_slots, worker.grace_s)
     worker.work(burst=args.burst)

@@ -41,6 +41,7 @@ from worker.lease import HandBack, LeaseKeeper, LeaseLost
 log = logging.getLogger("spool.worker")
 
 IDLE_BLOCK_S = 0.25  # BLMOVE wait on the interactive queue when both are empty
+DEQUEUE_BATCH = 50  # LMOVEs per round trip while slots are free
 RQ_HEARTBEAT_INTERVAL_S = 10.0  # worker/execution/job heartbeats in RQ's keys
 RQ_HEARTBEAT_TTL_S = 90  # RQ entries outlive a missed heartbeat or two
 REDIS_RETRY_S = 1.0
@@ -48,13 +49,18 @@ HANDBACK_JOIN_S = 5.0  # for runners to unwind after HandBack
 DRAIN_S = 5.0  # for their last appends to reach Redis
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 @dataclass(eq=False)
 class Slot:
-    """One in-flight job."""
+    """One in-flight job (`job` is fetched by its own greenlet)."""
 
-    job: Job
+    job_id: str
     queue: Queue
     batch: bool
+    job: Job | None = None
     greenlet: gevent.Greenlet | None = None
     execution: Execution | None = None
     leased: bool = False
@@ -112,54 +118,54 @@ class SpoolWorker(BaseWorker):
     def _dispatch(self, burst: bool) -> int:
         started = 0
         while not self.stopping:
-            if len(self.running) >= self.slots:
+            free = self.slots - len(self.running)
+            if free <= 0:
                 self._slot_freed.clear()
                 self._slot_freed.wait(1.0)
                 continue
             try:
-                found = self._dequeue(block=not burst)
+                found = self._dequeue(free, block=not burst)
             except redis.ConnectionError as exc:
                 log.warning("dequeue failed (%s); retrying", type(exc).__name__)
                 gevent.sleep(REDIS_RETRY_S)
                 continue
-            if found is not None:
-                self._start(*found)
-                started += 1
-            elif burst:
+            for job_id, queue in found:
+                self._start(job_id, queue)
+            started += len(found)
+            if not found and burst:
                 if not self.running:
                     break
                 self._slot_freed.clear()
                 self._slot_freed.wait(IDLE_BLOCK_S)
         return started
 
-    def _dequeue(self, block: bool) -> tuple[Job, Queue] | None:
-        """Interactive first; batch only below its share of the slots."""
+    def _dequeue(self, free: int, block: bool) -> list[tuple[str, Queue]]:
+        """Up to `free` job ids: interactive first; batch only below its share.
+
+        Each pop is an LMOVE into RQ's intermediate list (so a crash right
+        after it is recoverable); up to DEQUEUE_BATCH of them share one round trip.
+        """
         interactive, batch = self.queues
-        order = [interactive]
-        if self.batch_running < self.batch_slots:
-            order.append(batch)
-        for queue in order:
-            job_id = self.connection.lmove(queue.key, queue.intermediate_queue_key)
-            if job_id is not None:
-                return self._fetch(job_id, queue)
-        if block:
-            job_id = self.connection.blmove(interactive.key, interactive.intermediate_queue_key,
-                                            IDLE_BLOCK_S)  # type: ignore[arg-type]
-            if job_id is not None:
-                return self._fetch(job_id, interactive)
-        return None
+        found = self._pop(interactive, min(free, DEQUEUE_BATCH))
+        batch_free = min(free - len(found), self.batch_slots - self.batch_running)
+        if batch_free > 0 and len(found) < DEQUEUE_BATCH:
+            found += self._pop(batch, min(batch_free, DEQUEUE_BATCH - len(found)))
+        if found or not block:
+            return found
+        job_id = self.connection.blmove(interactive.key, interactive.intermediate_queue_key,
+                                        IDLE_BLOCK_S)  # type: ignore[arg-type]
+        return [] if job_id is None else [(_text(job_id), interactive)]
 
-    def _fetch(self, raw_id: bytes | str, queue: Queue) -> tuple[Job, Queue] | None:
-        job_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        try:
-            return Job.fetch(job_id, connection=self.connection, serializer=self.serializer), queue
-        except NoSuchJobError:
-            self.connection.lrem(queue.intermediate_queue_key, 1, job_id)
-            return None
+    def _pop(self, queue: Queue, count: int) -> list[tuple[str, Queue]]:
+        with self.connection.pipeline(transaction=False) as pipe:
+            for _ in range(count):
+                pipe.lmove(queue.key, queue.intermediate_queue_key)
+            popped = pipe.execute()
+        return [(_text(job_id), queue) for job_id in popped if job_id is not None]
 
-    def _start(self, job: Job, queue: Queue) -> None:
-        slot = Slot(job, queue, batch=queue is self.queues[1])
-        self.running[job.id] = slot
+    def _start(self, job_id: str, queue: Queue) -> None:
+        slot = Slot(job_id, queue, batch=queue is self.queues[1])
+        self.running[job_id] = slot
         self.batch_running += slot.batch
         if len(self.running) == 1:
             self.set_state(WorkerStatus.BUSY)
@@ -167,44 +173,53 @@ class SpoolWorker(BaseWorker):
 
     # -- one job ---------------------------------------------------------------
     def _run_slot(self, slot: Slot) -> None:
-        job = slot.job
         try:
-            if not self._claim(slot):
+            job = self._claim(slot)
+            if job is None:
                 return
             slot.performing = True
-            failure = self._perform(slot)
+            failure = self._perform(slot, job)
             slot.performing = False
-            self._record_outcome(slot, failure)
+            self._record_outcome(slot, job, failure)
         except Exception:
-            log.exception("bookkeeping for job %s failed", job.id)
+            log.exception("bookkeeping for job %s failed", slot.job_id)
         finally:
             if slot.leased and not slot.gone:
                 # On a Redis error the lease lapses; the settler then finds the log ended.
                 with contextlib.suppress(redis.RedisError):
-                    self.leases.release(job.id, self.name)
+                    self.leases.release(slot.job_id, self.name)
             self._free(slot)
 
-    def _claim(self, slot: Slot) -> bool:
+    def _claim(self, slot: Slot) -> Job | None:
         """Lease the generation, take the job out of RQ's intermediate list, start it."""
-        job = slot.job
-        self.leases.acquire(job.id, self.name)
+        job_id = slot.job_id
+        self.leases.acquire(job_id, self.name)
         slot.leased = True
-        if not self.connection.lrem(slot.queue.intermediate_queue_key, 1, job.id):
-            log.warning("job %s was requeued as an orphan; dropping this copy", job.id)
-            slot.gone = True
-            self.leases.release(job.id, self.name)
-            return False
+        if not self.connection.lrem(slot.queue.intermediate_queue_key, 1, job_id):
+            log.warning("job %s was requeued as an orphan; dropping this copy", job_id)
+            self._drop(slot)
+            return None
+        try:
+            job = slot.job = Job.fetch(job_id, connection=self.connection,
+                                       serializer=self.serializer)
+        except NoSuchJobError:
+            log.warning("job %s no longer exists; skipping it", job_id)
+            self._drop(slot)
+            return None
         with self.connection.pipeline() as pipe:
             slot.execution = Execution.create(job, RQ_HEARTBEAT_TTL_S, pipeline=pipe,
                                               worker_name=self.name)
             job.prepare_for_execution(self.name, pipeline=pipe)
             self.set_current_job_id(job.id, pipeline=pipe)
             pipe.execute()
-        return True
+        return job
 
-    def _perform(self, slot: Slot) -> str | None:
+    def _drop(self, slot: Slot) -> None:
+        slot.gone = True
+        self.leases.release(slot.job_id, self.name)
+
+    def _perform(self, slot: Slot, job: Job) -> str | None:
         """Run the job; None on success, else the failure text for RQ."""
-        job = slot.job
         timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
         try:
             with gevent.Timeout(timeout, JobTimeout(timeout)):
@@ -229,8 +244,8 @@ class SpoolWorker(BaseWorker):
                              {"status": "failed", "finish_reason": "error",
                               "error": {"type": error_type, "message": message}}, wait=True)
 
-    def _record_outcome(self, slot: Slot, failure: str | None) -> None:
-        job, execution = slot.job, slot.execution
+    def _record_outcome(self, slot: Slot, job: Job, failure: str | None) -> None:
+        execution = slot.execution
         job.ended_at = now()
         if slot.stopped and failure is None:
             failure = "Job stopped by user (rq stop-job): the generation was cancelled."
@@ -260,7 +275,7 @@ class SpoolWorker(BaseWorker):
             pipe.execute()
 
     def _free(self, slot: Slot) -> None:
-        if self.running.pop(slot.job.id, None) is slot:
+        if self.running.pop(slot.job_id, None) is slot:
             self.batch_running -= slot.batch
         self._slot_freed.set()
         if not self.running:
@@ -294,7 +309,7 @@ class SpoolWorker(BaseWorker):
         with self.connection.pipeline() as pipe:
             self.heartbeat(pipeline=pipe)
             for slot in list(self.running.values()):
-                if slot.execution is not None and not slot.gone:
+                if slot.execution is not None and slot.job is not None and not slot.gone:
                     registry = slot.queue.started_job_registry
                     slot.execution.heartbeat(registry, RQ_HEARTBEAT_TTL_S, pipe)
                     slot.job.heartbeat(now(), RQ_HEARTBEAT_TTL_S, pipeline=pipe)
@@ -344,5 +359,5 @@ class SpoolWorker(BaseWorker):
                 slot.greenlet.kill(HandBack(), block=False)
         gevent.joinall([s.greenlet for s in slots if s.greenlet], timeout=HANDBACK_JOIN_S)
         self.ctx.writer.drain(DRAIN_S)
-        for outcome in self.settler.hand_back([s.job.id for s in slots], self.name):
+        for outcome in self.settler.hand_back([s.job_id for s in slots], self.name):
             log.info("handed back %s: %s", outcome.gen_id, outcome.action)

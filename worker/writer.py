@@ -15,6 +15,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import hiredis
 import redis
 
 from spool.events import DELTA, TOOL_CALL
@@ -25,6 +26,9 @@ log = logging.getLogger("spool.writer")
 RETRY_DELAY_S = 0.2  # between attempts while Redis is unreachable
 MAX_BATCH = 2000  # appends per pipeline
 DRAIN_POLL_S = 0.01
+# Backpressure: once this many appends wait for one flush, consecutive deltas
+# of a generation are merged (fewer, larger deltas; the same text, in order).
+MERGE_AFTER = 1000
 OUTPUT_EVENTS = frozenset({DELTA, TOOL_CALL})
 
 # Called (in the runner's greenlet) before a generation's first output event;
@@ -113,15 +117,18 @@ class BatchWriter:
                     self._flushing = False
 
     def _flush(self, batch: list[_Append]) -> None:
-        while True:
-            pipe = self.log.client.pipeline(transaction=False)
-            for item in batch:
-                self.log.queue_append(pipe, item.gen_id, item.event, item.data, item.fields)
+        if len(batch) >= MERGE_AFTER:
+            batch = merge_deltas(batch)
+        # Packed once, by hand: redis-py's per-command pipeline bookkeeping
+        # cost several times what Redis itself spends on an append.
+        commands = [self._pack(item) for item in batch]
+        results: list[Any] = []
+        while len(results) < len(commands):
             try:
-                results = pipe.execute(raise_on_error=False)
-                break
+                self._send(commands[len(results):], results)
             except redis.RedisError as exc:
-                # Order matters more than latency: keep the batch and retry.
+                # Order matters more than latency: keep what is left and retry.
+                # Appends already answered are never sent twice.
                 log.warning("event write failed (%s); retrying", type(exc).__name__)
                 gevent.sleep(RETRY_DELAY_S)
         for item, result in zip(batch, results, strict=True):
@@ -132,3 +139,64 @@ class BatchWriter:
                     log.error("append to %s failed: %s", item.gen_id, result)
             if item.done is not None:
                 item.done.set(seq)
+
+    def _pack(self, item: _Append) -> bytes:
+        keys, args = self.log.arguments(item.gen_id, item.event, item.data, item.fields)
+        packed: bytes = hiredis.pack_command(
+            ("EVALSHA", self.log.script.sha, len(keys), *keys, *args))
+        return packed
+
+    def _send(self, commands: list[bytes], results: list[Any]) -> None:
+        """Send `commands` on one connection; append each reply to `results` as read."""
+        pool = self.log.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(commands)])
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if any(_noscript(reply) for reply in replies):
+            # Redis lost its script cache (restart, SCRIPT FLUSH): load, resend.
+            # All of a batch fail alike, so order within each log is kept.
+            self.log.client.script_load(self.log.script.script)
+            first = next(i for i, reply in enumerate(replies) if _noscript(reply))
+            results.extend(replies[:first])
+            return
+        results.extend(replies)
+
+
+def _noscript(reply: Any) -> bool:
+    return isinstance(reply, redis.exceptions.NoScriptError)
+
+
+def merge_deltas(batch: list[_Append]) -> list[_Append]:
+    """Merge each generation's runs of consecutive deltas (nobody waits on a delta).
+
+    Only deltas with nothing of the same generation between them are joined,
+    so every log keeps its order; other generations' items may sit between.
+    """
+    merged: list[_Append] = []
+    open_delta: dict[str, int] = {}  # gen -> index in `merged` of its trailing delta
+    for item in batch:
+        if item.event != DELTA or item.done is not None or not isinstance(item.data, dict):
+            open_delta.pop(item.gen_id, None)
+            merged.append(item)
+            continue
+        index = open_delta.get(item.gen_id)
+        if index is None:
+            open_delta[item.gen_id] = len(merged)
+            merged.append(item)
+            continue
+        head = merged[index]
+        fields = {**(head.fields or {}), **(item.fields or {})} or None
+        merged[index] = _Append(item.gen_id, DELTA, {"text": head.data["text"] + item.data["text"]},
+                                fields, None)
+    return merged
