@@ -11,11 +11,12 @@ from collections.abc import Callable
 import gevent
 import redis
 
-from spool.lease import Leases
+from spool.lease import CONFIRM_MARGIN_MS, Leases
 
 log = logging.getLogger("spool.lease")
 
 REFRESH_INTERVAL_S = 2.0  # lease ttl is 10 s: four refreshes may fail before it lapses
+CLOCK_SLACK_S = 0.5  # for clock-rate differences between this host and Redis
 
 
 class LeaseLost(BaseException):
@@ -35,10 +36,31 @@ class LeaseKeeper:
         self.owner = owner
         self.held = held
         self.on_lost = on_lost
+        # gen -> monotonic time an acquire/refresh that succeeded was sent: its
+        # deadline is at least a lease ttl after that on the Redis clock.
+        self._extended: dict[str, float] = {}
+        self._sure_for_s = (leases.ttl_ms - CONFIRM_MARGIN_MS) / 1000 - CLOCK_SLACK_S
+
+    def acquire(self, gen_id: str) -> None:
+        """Lease a generation just dequeued."""
+        sent = time.monotonic()
+        self.leases.acquire(gen_id, self.owner)
+        self._extended[gen_id] = sent
+
+    def release(self, gen_id: str) -> None:
+        """Drop the lease of a generation that ended here."""
+        self._extended.pop(gen_id, None)
+        self.leases.release(gen_id, self.owner)
 
     def refresh_once(self) -> None:
         """Extend every held lease in one script call; hand lost ones to `on_lost`."""
-        for gen_id in self.leases.refresh(self.held(), self.owner):
+        held, sent = self.held(), time.monotonic()
+        lost = set(self.leases.refresh(held, self.owner))
+        for gen_id in held:
+            if gen_id not in lost:
+                self._extended[gen_id] = sent
+        for gen_id in lost:
+            self._extended.pop(gen_id, None)
             log.warning("lease of %s was taken over; stopping its runner", gen_id)
             self.on_lost(gen_id)
 
@@ -53,7 +75,14 @@ class LeaseKeeper:
             gevent.sleep(max(0.0, REFRESH_INTERVAL_S - (time.monotonic() - started)))
 
     def guard(self, gen_id: str) -> None:
-        """Writer output guard: refuse a first output unless the lease is safely ours."""
+        """Writer output guard: refuse a first output unless the lease is safely ours.
+
+        No settler can take a lease before its deadline, so while our last
+        extension is recent enough no round trip is needed.
+        """
+        extended = self._extended.get(gen_id)
+        if extended is not None and time.monotonic() - extended < self._sure_for_s:
+            return
         try:
             ours = self.leases.confirm(gen_id, self.owner)
         except redis.RedisError:

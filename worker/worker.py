@@ -22,7 +22,6 @@ import gevent
 import gevent.event
 import redis
 from rq.command import parse_payload
-from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -187,25 +186,29 @@ class SpoolWorker(BaseWorker):
             if slot.leased and not slot.gone:
                 # On a Redis error the lease lapses; the settler then finds the log ended.
                 with contextlib.suppress(redis.RedisError):
-                    self.leases.release(slot.job_id, self.name)
+                    self.keeper.release(slot.job_id)
             self._free(slot)
 
     def _claim(self, slot: Slot) -> Job | None:
         """Lease the generation, take the job out of RQ's intermediate list, start it."""
         job_id = slot.job_id
-        self.leases.acquire(job_id, self.name)
+        self.keeper.acquire(job_id)
         slot.leased = True
-        if not self.connection.lrem(slot.queue.intermediate_queue_key, 1, job_id):
+        job = Job(job_id, connection=self.connection, serializer=self.serializer)
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.lrem(slot.queue.intermediate_queue_key, 1, job_id)
+            pipe.hgetall(job.key)
+            removed, raw = pipe.execute()
+        if not removed:
             log.warning("job %s was requeued as an orphan; dropping this copy", job_id)
             self._drop(slot)
             return None
-        try:
-            job = slot.job = Job.fetch(job_id, connection=self.connection,
-                                       serializer=self.serializer)
-        except NoSuchJobError:
+        if not raw:
             log.warning("job %s no longer exists; skipping it", job_id)
             self._drop(slot)
             return None
+        job.restore(raw)
+        slot.job = job
         with self.connection.pipeline() as pipe:
             slot.execution = Execution.create(job, RQ_HEARTBEAT_TTL_S, pipeline=pipe,
                                               worker_name=self.name)
@@ -216,7 +219,7 @@ class SpoolWorker(BaseWorker):
 
     def _drop(self, slot: Slot) -> None:
         slot.gone = True
-        self.leases.release(slot.job_id, self.name)
+        self.keeper.release(slot.job_id)
 
     def _perform(self, slot: Slot, job: Job) -> str | None:
         """Run the job; None on success, else the failure text for RQ."""
