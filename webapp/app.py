@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, leases, ops, stream
+from webapp import api, facade, leases, ops, stream
 from webapp.errors import register_error_handlers
 from webapp.services import Services
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["spool"] = Services.build(settings)
     register_error_handlers(app)
     leases.init_app(app)
-    for blueprint in (api.bp, stream.bp, ops.bp):
+    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp):
         app.register_blueprint(blueprint)
     if not settings.auth_enabled:
         log.warning(

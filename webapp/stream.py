@@ -1,33 +1,29 @@
 """The SSE relay: backlog from the log, then live from the hub, merged by seq.
 
-A reader registers with the hub *before* reading the backlog, so nothing
-published meanwhile is missed; live messages at or below what was sent are
-dropped, and a hole in the sequence (or an overflowing queue, or a hub
-reconnect) sends the reader back to the log. If Redis goes away the
-response simply ends: the client reconnects and resumes. A terminal event
-is never invented here.
+The merge itself lives in `webapp.follow` (shared with the OpenAI facade).
+If Redis goes away the response simply ends: the client reconnects and
+resumes. A terminal event is never invented here.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import gevent.queue
 import orjson
 import redis
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
 from spool.events import DELTA, LogEntry
-from spool.log import READ_PAGE, dumps
+from spool.log import dumps
 from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.hub import Gap, HubUnavailable
+from webapp.follow import follow
+from webapp.hub import HubUnavailable, Live
 from webapp.launch import find_generation
 from webapp.services import Services, services
 
@@ -86,9 +82,13 @@ class Opening:
     complete: bool  # the frames already end with the terminal event
 
 
-def offset_start(svc: Services, gen_id: str, offset: int) -> Opening | None:
+def offset_start(svc: Services, gen_id: str, offset: int) -> Opening:
     """One delta with the text after `offset` UTF-16 units, plus the terminal
-    event if the log has it already. None when there is nothing left (204).
+    event if the log has it already.
+
+    An offset client at the end of a finished generation still gets the
+    (empty) delta and the terminal event rather than 204: it has no event id
+    to be "past", and this is how it learns the finish reason.
     """
     entries = svc.log.read_all(gen_id)
     text = "".join(orjson.loads(e.data)["text"] for e in entries if e.event == DELTA)
@@ -99,8 +99,6 @@ def offset_start(svc: Services, gen_id: str, offset: int) -> Opening | None:
     terminal = entries[-1] if entries and entries[-1].terminal else None
     body = entries[:-1] if terminal else entries
     covered = body[-1].seq if body else 0
-    if terminal is not None and not tail:
-        return None
     frames = [sse.event(dumps({"text": tail}), event_id=covered, name=DELTA)]
     if terminal is not None:
         frames.append(_frame(terminal))
@@ -115,57 +113,53 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> It
         if opening.complete:
             return
     try:
-        sub = svc.hub.subscribe(svc.keys.channel(gen_id))
+        for item in follow(svc, gen_id, after):
+            if isinstance(item, LogEntry):
+                yield _frame(item)
+            elif isinstance(item, Live):
+                yield item.frame
+            else:
+                yield sse.PING
     except HubUnavailable:
         return
-    ping_s = svc.settings.ping_interval_s
-    last = after
-    try:
-        while True:
-            if sub.overflowed:
-                sub.reset()  # before the read, so nothing after it is dropped
-            # Backlog (or catch-up after a gap), paged so a long log is never
-            # one huge read.
-            entries = svc.log.read(gen_id, last, READ_PAGE)
-            for entry in entries:
-                yield _frame(entry)
-                last = entry.seq
-                if entry.terminal:
-                    return
-            if len(entries) == READ_PAGE:
-                continue
-            quiet_since = time.monotonic()
-            while True:
-                if sub.overflowed:
-                    break
-                wait = ping_s - (time.monotonic() - quiet_since)
-                try:
-                    item = sub.queue.get(timeout=max(wait, 0.0))
-                except gevent.queue.Empty:
-                    yield sse.PING
-                    # Also a safety net: re-read in case a message was lost.
-                    break
-                if isinstance(item, Gap):
-                    break
-                if item.seq <= last:
-                    continue
-                if item.seq != last + 1:
-                    break
-                yield item.frame
-                last = item.seq
-                quiet_since = time.monotonic()
-                if item.terminal:
-                    return
     except redis.RedisError as exc:
         log.warning("stream %s ended: redis %s", gen_id, type(exc).__name__)
-    finally:
-        svc.hub.unsubscribe(sub)
+
+
+def _event_stream(body: Iterator[bytes]) -> Response:
+    return Response(
+        body,
+        mimetype="text/event-stream",
+        content_type="text/event-stream; charset=utf-8",
+        headers=SSE_HEADERS,
+    )
+
+
+def retry_later(svc: Services) -> Response:
+    """An empty stream that only says when to retry.
+
+    EventSource gives up for good on any non-200 answer, so while Redis is
+    unreachable the route answers 200 with `retry:` and ends: the browser
+    reconnects (with its Last-Event-ID) and resumes once Redis is back.
+    """
+    return _event_stream(iter([sse.retry(svc.settings.sse_retry_ms),
+                               sse.comment("event store unavailable; retrying")]))
 
 
 @bp.get("/v1/generations/<gen_id>/events")
 def events(gen_id: str) -> ResponseReturnValue:
     """Server-Sent Events of one generation, resumable."""
     svc = services()
+    try:
+        return open_stream(svc, gen_id)
+    except redis.RedisError as exc:
+        log.warning("events %s: redis %s; asking the client to retry", gen_id,
+                    type(exc).__name__)
+        return retry_later(svc)
+
+
+def open_stream(svc: Services, gen_id: str) -> Response:
+    """Check access and resume point, then start the relay (or 204)."""
     resume = parse_resume()
     # Without a token the caller's key decides, before anything is looked up.
     tenant = None if "token" in request.args else authenticate(svc.settings)
@@ -175,16 +169,9 @@ def events(gen_id: str) -> ResponseReturnValue:
     after, opening = resume.after, None
     if resume.offset is not None:
         opening = offset_start(svc, gen_id, resume.offset)
-        if opening is None:
-            return Response(status=204)
         after = opening.after
     elif ended and after >= ended:
         return Response(status=204)
     elif after > int(record.get("last_seq", 0)) and not ended:
         raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
-    return Response(
-        relay(svc, gen_id, after, opening),
-        mimetype="text/event-stream",
-        content_type="text/event-stream; charset=utf-8",
-        headers=SSE_HEADERS,
-    )
+    return _event_stream(relay(svc, gen_id, after, opening))
