@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 
 import gevent
@@ -362,5 +363,5 @@ class SpoolWorker(BaseWorker):
                 slot.greenlet.kill(HandBack(), block=False)
         gevent.joinall([s.greenlet for s in slots if s.greenlet], timeout=HANDBACK_JOIN_S)
         self.ctx.writer.drain(DRAIN_S)
-        for outcome in self.settler.hand_back([s.job_id for s in slots], self.name):
-            log.info("handed back %s: %s", outcome.gen_id, outcome.action)
+        outcomes = self.settler.hand_back([s.job_id for s in slots], self.name)
+        log.warning("handed back: %s", dict(Counter(o.action for o in outcomes)))
