@@ -47,13 +47,15 @@ SETTLE_INTERVAL_S = 2.0  # a death is settled within lease ttl + this (+ jitter)
 SETTLE_JITTER_S = 0.5  # spreads the passes of many processes
 ORPHAN_AGE_S = 10.0  # an unleased job this long in RQ's intermediate list was orphaned
 
-# KEYS: running, lease; ARGV: gen, owner, ttl ms
+# KEYS: running, lease 1..n; ARGV: owner, ttl ms, gen 1..n
 _ACQUIRE = """
 local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('SET', KEYS[2], ARGV[2], 'PX', 2 * ARGV[3])
-redis.call('ZADD', KEYS[1], now + ARGV[3], ARGV[1])
-return now
+local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2]
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', 2 * ARGV[2])
+  redis.call('ZADD', KEYS[1], deadline, ARGV[i + 1])
+end
+return #KEYS - 1
 """
 
 # KEYS: running, lease 1..n; ARGV: owner, ttl ms, gen 1..n. Returns the gens no longer ours.
@@ -127,9 +129,11 @@ class Leases:
     def _keys(self, gen_id: str) -> list[str]:
         return [self.keys.running(), self.keys.lease(gen_id)]
 
-    def acquire(self, gen_id: str, owner: str) -> None:
-        """Start (or take over) the lease of a generation just dequeued."""
-        self._acquire(keys=self._keys(gen_id), args=[gen_id, owner, self.ttl_ms])
+    def acquire(self, gen_ids: list[str], owner: str) -> None:
+        """Start (or take over) the leases of generations just dequeued, in one call."""
+        if gen_ids:
+            keys = [self.keys.running(), *(self.keys.lease(g) for g in gen_ids)]
+            self._acquire(keys=keys, args=[owner, self.ttl_ms, *gen_ids])
 
     def refresh(self, gen_ids: list[str], owner: str) -> list[str]:
         """Extend all of `owner`'s leases in one call; returns those it lost."""

@@ -41,11 +41,12 @@ class LeaseKeeper:
         self._extended: dict[str, float] = {}
         self._sure_for_s = (leases.ttl_ms - CONFIRM_MARGIN_MS) / 1000 - CLOCK_SLACK_S
 
-    def acquire(self, gen_id: str) -> None:
-        """Lease a generation just dequeued."""
+    def acquire(self, gen_ids: list[str]) -> None:
+        """Lease generations just dequeued (one round trip)."""
         sent = time.monotonic()
-        self.leases.acquire(gen_id, self.owner)
-        self._extended[gen_id] = sent
+        self.leases.acquire(gen_ids, self.owner)
+        for gen_id in gen_ids:
+            self._extended[gen_id] = sent
 
     def release(self, gen_id: str) -> None:
         """Drop the lease of a generation that ended here."""

@@ -129,8 +129,8 @@ class SpoolWorker(BaseWorker):
                 log.warning("dequeue failed (%s); retrying", type(exc).__name__)
                 gevent.sleep(REDIS_RETRY_S)
                 continue
-            for job_id, queue in found:
-                self._start(job_id, queue)
+            if found:
+                self._start([self._open_slot(job_id, queue) for job_id, queue in found])
             started += len(found)
             if not found and burst:
                 if not self.running:
@@ -163,20 +163,36 @@ class SpoolWorker(BaseWorker):
             popped = pipe.execute()
         return [(_text(job_id), queue) for job_id in popped if job_id is not None]
 
-    def _start(self, job_id: str, queue: Queue) -> None:
+    def _open_slot(self, job_id: str, queue: Queue) -> Slot:
         slot = Slot(job_id, queue, batch=queue is self.queues[1])
         self.running[job_id] = slot
         self.batch_running += slot.batch
         if len(self.running) == 1:
             self.set_state(WorkerStatus.BUSY)
-        slot.greenlet = gevent.spawn(self._run_slot, slot)
+        return slot
+
+    def _start(self, slots: list[Slot]) -> None:
+        """Claim a batch of popped jobs in three round trips, then run each."""
+        try:
+            self._claim(slots)
+        except redis.RedisError as exc:
+            # Leased ones are settled (requeued) when their leases lapse; unleased
+            # ones still in RQ's intermediate list are requeued by the orphan sweep.
+            log.warning("claiming %d jobs failed (%s)", len(slots), type(exc).__name__)
+            for slot in slots:
+                slot.gone = slot.leased
+        for slot in slots:
+            if slot.job is not None and slot.execution is not None:
+                slot.greenlet = gevent.spawn(self._run_slot, slot, slot.job)
+            else:
+                if slot.leased and not slot.gone:
+                    with contextlib.suppress(redis.RedisError):
+                        self.keeper.release(slot.job_id)
+                self._free(slot)
 
     # -- one job ---------------------------------------------------------------
-    def _run_slot(self, slot: Slot) -> None:
+    def _run_slot(self, slot: Slot, job: Job) -> None:
         try:
-            job = self._claim(slot)
-            if job is None:
-                return
             slot.performing = True
             failure = self._perform(slot, job)
             slot.performing = False
@@ -190,37 +206,45 @@ class SpoolWorker(BaseWorker):
                     self.keeper.release(slot.job_id)
             self._free(slot)
 
-    def _claim(self, slot: Slot) -> Job | None:
-        """Lease the generation, take the job out of RQ's intermediate list, start it."""
-        job_id = slot.job_id
-        self.keeper.acquire(job_id)
-        slot.leased = True
-        job = Job(job_id, connection=self.connection, serializer=self.serializer)
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.lrem(slot.queue.intermediate_queue_key, 1, job_id)
-            pipe.hgetall(job.key)
-            removed, raw = pipe.execute()
-        if not removed:
-            log.warning("job %s was requeued as an orphan; dropping this copy", job_id)
-            self._drop(slot)
-            return None
-        if not raw:
-            log.warning("job %s no longer exists; skipping it", job_id)
-            self._drop(slot)
-            return None
-        job.restore(raw)
-        slot.job = job
-        with self.connection.pipeline() as pipe:
-            slot.execution = Execution.create(job, RQ_HEARTBEAT_TTL_S, pipeline=pipe,
-                                              worker_name=self.name)
-            job.prepare_for_execution(self.name, pipeline=pipe)
-            self.set_current_job_id(job.id, pipeline=pipe)
-            pipe.execute()
-        return job
+    def _claim(self, slots: list[Slot]) -> None:
+        """Lease the generations, take the jobs out of RQ's intermediate list, start them.
 
-    def _drop(self, slot: Slot) -> None:
-        slot.gone = True
-        self.keeper.release(slot.job_id)
+        A job another process already took out of the intermediate list (the
+        orphan sweep) or that no longer exists is left without `job`.
+        """
+        self.keeper.acquire([slot.job_id for slot in slots])
+        for slot in slots:
+            slot.leased = True
+        jobs = [Job(slot.job_id, connection=self.connection, serializer=self.serializer)
+                for slot in slots]
+        with self.connection.pipeline(transaction=False) as pipe:
+            for slot, job in zip(slots, jobs, strict=True):
+                pipe.lrem(slot.queue.intermediate_queue_key, 1, slot.job_id)
+                pipe.hgetall(job.key)
+            replies = pipe.execute()
+        claimed = []
+        for index, (slot, job) in enumerate(zip(slots, jobs, strict=True)):
+            removed, raw = replies[2 * index], replies[2 * index + 1]
+            if not removed:
+                log.warning("job %s was requeued as an orphan; dropping this copy", job.id)
+            elif not raw:
+                log.warning("job %s no longer exists; skipping it", job.id)
+            else:
+                job.restore(raw)
+                slot.job = job
+                claimed.append(slot)
+        if not claimed:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            executions = [Execution.create(slot.job, RQ_HEARTBEAT_TTL_S, pipeline=pipe,
+                                           worker_name=self.name) for slot in claimed if slot.job]
+            for slot in claimed:
+                if slot.job is not None:
+                    slot.job.prepare_for_execution(self.name, pipeline=pipe)
+            self.set_current_job_id(claimed[-1].job_id, pipeline=pipe)
+            pipe.execute()
+        for slot, execution in zip(claimed, executions, strict=True):
+            slot.execution = execution
 
     def _perform(self, slot: Slot, job: Job) -> str | None:
         """Run the job; None on success, else the failure text for RQ."""

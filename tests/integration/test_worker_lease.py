@@ -64,8 +64,8 @@ def world(redis_server: Any) -> Iterator[World]:
 def test_refresh_extends_own_leases_and_reports_lost_ones(world: World) -> None:
     leases = Leases(world.client, world.keys)
     mine, taken = world.create(), world.create()
-    leases.acquire(mine, "w1")
-    leases.acquire(taken, "w1")
+    leases.acquire([mine], "w1")
+    leases.acquire([taken], "w1")
     before = world.client.zscore(world.keys.running(), mine)
     world.expire(taken)
     assert leases.take(taken, "settler")
@@ -79,7 +79,7 @@ def test_refresh_extends_own_leases_and_reports_lost_ones(world: World) -> None:
 def test_a_live_lease_cannot_be_taken_and_an_expired_one_only_once(world: World) -> None:
     leases = Leases(world.client, world.keys)
     gen_id = world.create()
-    leases.acquire(gen_id, "w1")
+    leases.acquire([gen_id], "w1")
     assert not leases.take(gen_id, "s0")
     world.expire(gen_id)
     with ThreadPoolExecutor(16) as pool:
@@ -90,7 +90,7 @@ def test_a_live_lease_cannot_be_taken_and_an_expired_one_only_once(world: World)
 def test_settle_requeues_a_generation_without_output(world: World) -> None:
     gen_id = world.create(priority="batch")
     world.log.append(gen_id, "status", {"status": "in_progress"}, {"status": "in_progress"})
-    Leases(world.client, world.keys).acquire(gen_id, "dead-worker")
+    Leases(world.client, world.keys).acquire([gen_id], "dead-worker")
     world.expire(gen_id)
     outcomes = world.settler().settle_expired()
     assert [(o.gen_id, o.action) for o in outcomes] == [(gen_id, "requeued")]
@@ -108,7 +108,7 @@ def test_settle_ends_a_generation_with_output_as_worker_lost(world: World) -> No
     world.log.append(gen_id, "status", {"status": "in_progress"},
                      {"status": "in_progress", "started_ms": 1})
     world.log.append(gen_id, "delta", {"text": "half an ans"})
-    Leases(world.client, world.keys).acquire(gen_id, "dead-worker")
+    Leases(world.client, world.keys).acquire([gen_id], "dead-worker")
     world.expire(gen_id)
     (outcome,) = world.settler().settle_expired()
     assert outcome.action == "worker_lost"
@@ -126,7 +126,7 @@ def test_settle_honours_a_pending_cancel_and_skips_ended_logs(world: World) -> N
     world.log.append(ended, "done", {"finish_reason": "stop"}, {"status": "completed"})
     leases = Leases(world.client, world.keys)
     for gen_id in (cancelled, ended):
-        leases.acquire(gen_id, "dead-worker")
+        leases.acquire([gen_id], "dead-worker")
         world.expire(gen_id)
     outcomes = {o.gen_id: o.action for o in world.settler().settle_expired()}
     assert outcomes == {cancelled: "cancelled", ended: "ended"}
@@ -137,8 +137,8 @@ def test_settle_honours_a_pending_cancel_and_skips_ended_logs(world: World) -> N
 def test_hand_back_takes_only_the_owners_leases_at_once(world: World) -> None:
     mine, other = world.create(), world.create()
     leases = Leases(world.client, world.keys)
-    leases.acquire(mine, "stopping")
-    leases.acquire(other, "someone-else")
+    leases.acquire([mine], "stopping")
+    leases.acquire([other], "someone-else")
     outcomes = world.settler().hand_back([mine, other], "stopping")
     assert [(o.gen_id, o.action) for o in outcomes] == [(mine, "requeued")]
     assert leases.confirm(other, "someone-else")
