@@ -11,6 +11,7 @@ import os
 
 import gevent
 from flask import Flask
+from gevent import monkey
 
 from spool.lease import Settler, settle_forever
 from webapp.services import services
@@ -22,6 +23,8 @@ def _ensure_settler() -> None:
     if os.getpid() in _started_in:
         return
     _started_in.add(os.getpid())
+    if not monkey.is_module_patched("socket"):
+        return  # not a gevent server (e.g. Flask's test client): nothing to run it
     svc = services()
     gevent.spawn(settle_forever, Settler(svc.log, svc.rq_redis, svc.settings.job_timeout_s))
 
