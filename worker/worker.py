@@ -17,7 +17,7 @@ import signal
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
@@ -45,8 +45,9 @@ DEQUEUE_BATCH = 50  # LMOVEs per round trip while slots are free
 RQ_HEARTBEAT_INTERVAL_S = 10.0  # worker/execution/job heartbeats in RQ's keys
 RQ_HEARTBEAT_TTL_S = 90  # RQ entries outlive a missed heartbeat or two
 REDIS_RETRY_S = 1.0
-HANDBACK_JOIN_S = 5.0  # for runners to unwind after HandBack
-DRAIN_S = 5.0  # for their last appends to reach Redis
+# Heroku kills 30 s after SIGTERM; the default grace (25 s) leaves these.
+HANDBACK_JOIN_S = 2.0  # for runners to unwind after HandBack
+DRAIN_S = 2.0  # for their last appends to reach Redis
 
 
 def _text(value: bytes | str) -> str:
@@ -67,7 +68,6 @@ class Slot:
     performing: bool = False
     stopped: bool = False  # RQ stop-job: the job ends STOPPED
     gone: bool = False  # lease lost or handed back: the settler owns the outcome
-    started: float = field(default_factory=time.monotonic)
 
 
 def batch_cap(slots: int, share: float) -> int:
@@ -271,6 +271,7 @@ class SpoolWorker(BaseWorker):
                                              "retryable": True},
                              {"status": "failed", "finish_reason": "error",
                               "error": {"type": error_type, "message": message}}, wait=True)
+        self.ctx.writer.forget(gen_id)
 
     def _record_outcome(self, slot: Slot, job: Job, failure: str | None) -> None:
         execution = slot.execution
