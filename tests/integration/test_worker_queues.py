@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,3 +92,16 @@ def test_job_timeout_ends_with_error_timeout(qstack: Stack, r: redis.Redis) -> N
     wait_until(lambda: gen_id in failed.get_job_ids(), timeout=10, what="job in failed registry")
     assert Job.fetch(gen_id, connection=raw).get_status() == "failed"
     raw.close()
+
+
+def test_processes_flag_runs_a_supervised_pool_that_stops_cleanly(qstack: Stack,
+                                                                   r: redis.Redis) -> None:
+    before = qstack.worker_count()
+    pool = qstack.start_worker(["--processes", "2", "--slots", "3"])
+    wait_until(lambda: qstack.worker_count() == before + 2, timeout=30, what="two pool workers")
+    api, keys = Api(qstack), Keys(qstack.namespace)
+    ids = [api.create(f"pooled {i}")["id"] for i in range(6)]
+    assert {rec["status"] for rec in wait_ended(r, keys, ids)} == {"completed"}
+    pool.signal(signal.SIGTERM)
+    assert pool.proc.wait(timeout=30) == 0
+    wait_until(lambda: qstack.worker_count() == before, timeout=10, what="pool workers gone")
