@@ -135,3 +135,44 @@ def test_sigterm_finishes_within_grace_then_hands_back_and_exits_0(
     rerun = api.generation(silent["id"])
     assert rerun["status"] == "completed" and rerun["text"] == silent_text
     assert api.generation(short["id"])["text"] == short_text
+
+
+def test_a_stalled_worker_that_lost_its_leases_writes_nothing_more(
+        make_stack: StackFactory, clients: tuple[redis.Redis, redis.Redis]) -> None:
+    r, _ = clients
+    stack = make_stack(env=ENV)
+    api, keys = Api(stack), Keys(stack.namespace)
+    streaming = api.create("stalled midway " * 60, mock={"tokens_per_second": 10, "ttft_ms": 10})
+    quiet_text = "written once, by the second worker"
+    quiet = api.create(quiet_text, mock={"tokens_per_second": 100, "ttft_ms": 3000})
+    wait_field(r, keys, streaming["id"], "output")
+    wait_until(lambda: statuses(r, keys, quiet["id"])[-1] == IN_PROGRESS, what="in progress")
+
+    stalled = stack.workers[0]
+    stalled.signal(signal.SIGSTOP)  # alive, but silent past its lease deadline
+    try:
+        wait_field(r, keys, streaming["id"], "ended", timeout=SETTLE_LIMIT_S + 5)
+        wait_until(lambda: statuses(r, keys, quiet["id"])[-1] == QUEUED,
+                   timeout=SETTLE_LIMIT_S + 5, what="quiet one requeued")
+        stack.start_worker()
+        wait_until(lambda: statuses(r, keys, quiet["id"])[-1] == IN_PROGRESS,
+                   what="rerun started")
+        streaming_log = r.lrange(keys.log(streaming["id"]), 0, -1)
+    finally:
+        # Resume it while the second worker waits for its first token: the
+        # stalled runner's first token is due at once. Only the fence (the
+        # lease check before a first output, and the refresh that finds the
+        # lease taken) keeps it from writing into the rerun.
+        stalled.signal(signal.SIGCONT)
+    wait_field(r, keys, quiet["id"], "ended", timeout=30)
+    wait_until(lambda: "was taken over" in stalled.output(), timeout=10, what="lease loss noticed")
+    assert api.generation(quiet["id"])["text"] == quiet_text
+    record = r.hgetall(keys.record(quiet["id"]))
+    # Written by the rerun, after its own 3 s to first token (the stalled
+    # runner's text would have landed at once, right after SIGCONT).
+    assert int(record["finished_ms"]) - int(record["started_ms"]) >= 3000
+    assert compact(statuses(r, keys, quiet["id"])) == [
+        QUEUED, IN_PROGRESS, QUEUED, IN_PROGRESS, "delta", "done"]
+    assert r.lrange(keys.log(streaming["id"]), 0, -1) == streaming_log
+    assert api.generation(streaming["id"])["error"]["type"] == "worker_lost"
+    assert stalled.alive()
