@@ -203,10 +203,10 @@ class Settler:
         return outcomes
 
     def _settle_taken(self, gen_id: str) -> Outcome:
-        try:
-            outcome = self.settle(gen_id)
-        finally:
-            self.leases.release(gen_id, self.token)
+        # On an error the taken lease is kept: it lapses after SETTLE_HOLD_MS
+        # and the next pass (here or elsewhere) settles the generation again.
+        outcome = self.settle(gen_id)
+        self.leases.release(gen_id, self.token)
         log.warning("settled generation %s: %s", gen_id, outcome.action)
         return outcome
 
