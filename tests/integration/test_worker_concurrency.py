@@ -106,7 +106,7 @@ def test_many_generations_at_once_exact_text_and_rq_registries(
         wapi: Api, wstack: Stack, r: redis.Redis, rq_conn: redis.Redis) -> None:
     keys = Keys(wstack.namespace)
     queue_name = keys.queue_name("interactive")
-    ids = [wapi.create(text_of(i), mock={"tokens_per_second": 8, "ttft_ms": 50})["id"]
+    ids = [wapi.create(text_of(i), mock={"tokens_per_second": 6, "ttft_ms": 50})["id"]
            for i in range(N)]
     started = StartedJobRegistry(queue_name, connection=rq_conn)
     # While they run, RQ's started registry holds each one and `rq info` says so.
