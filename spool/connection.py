@@ -30,6 +30,7 @@ SOCKET_CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 30
 SHARDED_PUBSUB_SINCE = (7, 0)
 DETECT_TIMEOUT_S = 2.0  # auto-detection must not hold a booting process for long
+POOL_WAIT_S = 30.0  # a blocking pool's longest wait for a free connection
 
 
 
@@ -101,13 +102,30 @@ def detect_cluster(url: str) -> bool:
         probe.close()
 
 
+def _single_node(url: str, max_connections: int | None, blocking: bool,
+                 **options: Any) -> redis.Redis:
+    options.update(_counting(url, False))
+    if blocking:
+        # Hundreds of greenlets share a few connections: wait for one, never fail.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections or 50, timeout=POOL_WAIT_S, **options)
+        return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_url(url, max_connections=max_connections, **options)
+
+
 def connect(
-    url: str, *, max_connections: int | None = None, cluster: bool | None = False
+    url: str,
+    *,
+    max_connections: int | None = None,
+    cluster: bool | None = False,
+    blocking: bool = False,
 ) -> Any:
     """A client for Spool's keys: decoded strings, keepalive, bounded pool.
 
     `cluster`: True for a Redis Cluster client, False for a single node,
-    None to ask the server (`SPOOL_REDIS_CLUSTER` unset).
+    None to ask the server (`SPOOL_REDIS_CLUSTER` unset). With `blocking`,
+    callers past `max_connections` wait for a free connection instead of
+    failing (what a process with hundreds of greenlets needs).
     """
     if cluster is None:
         cluster = detect_cluster(url)
@@ -121,8 +139,7 @@ def connect(
         # The Cluster client keeps one pool per node; the bound is per node.
         return RedisCluster.from_url(url, max_connections=max_connections or 2**31, **common,
                                      **_counting(url, True))
-    return redis.Redis.from_url(url, max_connections=max_connections, **common,
-                                **_counting(url, False))
+    return _single_node(url, max_connections, blocking, **common)
 
 
 def is_cluster(client: Any) -> bool:
@@ -156,15 +173,12 @@ def publish_command(client: Any) -> str:
     return "PUBLISH"
 
 
-def connect_rq(url: str) -> redis.Redis:
+def connect_rq(url: str, *, max_connections: int | None = None,
+               blocking: bool = False) -> redis.Redis:
     """A client for RQ, which stores pickled bytes and so must not decode."""
-    return redis.Redis.from_url(
-        url,
-        socket_keepalive=True,
-        socket_connect_timeout=SOCKET_CONNECT_TIMEOUT_S,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        **_counting(url, False),
-    )
+    return _single_node(url, max_connections, blocking, socket_keepalive=True,
+                        socket_connect_timeout=SOCKET_CONNECT_TIMEOUT_S,
+                        health_check_interval=HEALTH_CHECK_INTERVAL_S)
 
 
 def check_rq_url(redis_url: str, rq_redis_url: str, cluster: bool) -> None:

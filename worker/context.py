@@ -16,6 +16,8 @@ from spool.settings import Settings
 from worker.control import CancelWatcher
 from worker.writer import BatchWriter
 
+REDIS_POOL_SIZE = 64  # shared by all runners of the process (they wait, never fail)
+
 
 @dataclass
 class WorkerContext:
@@ -33,7 +35,8 @@ class WorkerContext:
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
         """Create clients and the shared writer and watcher (not yet started)."""
-        client = connect(settings.redis_url, cluster=settings.redis_cluster)
+        client = connect(settings.redis_url, cluster=settings.redis_cluster,
+                         max_connections=REDIS_POOL_SIZE, blocking=True)
         check_rq_url(settings.redis_url, settings.rq_redis_url, is_cluster(client))
         keys = Keys(settings.namespace)
         retention = Retention.from_settings(

@@ -23,7 +23,7 @@ from spool.generations import cancel_fields
 from spool.metrics import Observation
 from worker.coalesce import Coalescer
 from worker.context import WorkerContext
-from worker.control import Cancelled, Handle
+from worker.control import Cancelled, Handle, JobTimeout
 from worker.providers import get_provider
 from worker.providers.base import (
     Finish,
@@ -121,6 +121,9 @@ class Runner:
             self._stream(request, handle, progress)
         except Cancelled as cancel:
             self._end_cancelled(cancel.reason, progress)
+        except JobTimeout as timeout:
+            self._end_error("timeout", str(timeout), True, progress)
+            raise  # the worker records the RQ job as failed
         except ProviderError as exc:
             self._end_error(exc.type, exc.message, exc.retryable, progress)
         except Exception:
