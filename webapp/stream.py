@@ -16,8 +16,10 @@ import redis
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
+from spool import logs
 from spool.events import DELTA, LogEntry
 from spool.log import dumps
+from spool.metrics import RECORDER, STREAMS
 from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
@@ -192,6 +194,7 @@ def open_stream(svc: Services, gen_id: str) -> Response:
     tenant = None if "token" in request.args else authenticate(svc.settings)
     record = find_generation(svc, gen_id, tenant)
     authorize_stream(svc.settings, gen_id, record.get("tenant", ""))
+    logs.bind(tenant=record.get("tenant"))
     ended = int(record.get("ended", 0))
     after, opening = resume.after, None
     if resume.offset is not None:
@@ -201,5 +204,6 @@ def open_stream(svc: Services, gen_id: str) -> Response:
         return Response(status=204)
     elif after > int(record.get("last_seq", 0)) and not ended:
         raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
+    RECORDER.inc(STREAMS)
     return _event_stream(relay(svc, gen_id, after, opening, presence(svc),
                                int(record.get("abandon_after_s") or 0) or None))
