@@ -81,6 +81,8 @@ class Generations:
         if abandon_after_s is not None:
             # The web's abandon sweeper cancels it unless a reader pushes this back.
             pipe.zadd(k.abandon_index(), {gen_id: created + abandon_after_s * 1000})
+            # Every key expires: the index outlives any member's generation.
+            pipe.expire(k.abandon_index(), retention.live_s)
         self.log.queue_append(pipe, gen_id, STATUS, {"status": "queued"})
         pipe.execute()
 
