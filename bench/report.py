@@ -25,6 +25,7 @@ COLUMNS = (
     ("redis_clients", "rclients", 8), ("errors", "err", 4), ("lost_chars", "lost", 6),
     ("doubled_chars", "dup", 5), ("exact", "exact", 5), ("spread_p99_ms", "sprd99", 7),
     ("queue_ms_p50", "queue50", 7), ("queue_ms_p99", "queue99", 7),
+    ("efficiency", "effic", 5), ("cores_busy", "cores", 5),  # bench/scaling.py
 )
 
 
