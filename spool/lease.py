@@ -31,6 +31,7 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from spool.clock import now_ms
+from spool.connection import connect, is_cluster
 from spool.events import CANCELLED, ERROR, STATUS
 from spool.generations import cancel_fields
 from spool.keys import PRIORITIES, Keys
@@ -38,6 +39,7 @@ from spool.log import EventLog
 from spool.queue import FAILURE_TTL_S, enqueue_generation
 
 log = logging.getLogger("spool.lease")
+LEASE_POOL_SIZE = 16  # connections to the RQ Redis for leases (callers wait for one)
 
 LEASE_TTL_MS = 10_000  # deadline after the last refresh; refreshed every ~2 s
 SETTLE_HOLD_MS = 30_000  # how long a settler holds a taken lease before others may retry
@@ -174,16 +176,30 @@ class Outcome:
     action: str  # requeued | worker_lost | cancelled | ended | missing
 
 
+def lease_store(spool_client: Any, rq_redis_url: str) -> Any:
+    """Where leases live: with the event log on a single Redis; on the RQ
+    Redis when the event log is on a Cluster.
+
+    The lease scripts update the `running` index and several generations'
+    lease keys at once, which a Cluster refuses across slots. Leases are
+    coordination data like the job queues, and RQ's Redis is never a Cluster.
+    """
+    if not is_cluster(spool_client):
+        return spool_client
+    return connect(rq_redis_url, max_connections=LEASE_POOL_SIZE, blocking=True)
+
+
 class Settler:
     """Applies the settle rule (needs Spool's Redis and RQ's, which may differ)."""
 
-    def __init__(self, event_log: EventLog, rq_client: redis.Redis, job_timeout_s: int) -> None:
+    def __init__(self, event_log: EventLog, rq_client: redis.Redis, job_timeout_s: int,
+                 lease_client: redis.Redis | None = None) -> None:
         self.log = event_log
         self.client = event_log.client
         self.keys = event_log.keys
         self.rq = rq_client
         self.job_timeout_s = job_timeout_s
-        self.leases = Leases(self.client, self.keys)
+        self.leases = Leases(lease_client or self.client, self.keys)
         self.token = "settler:" + secrets.token_hex(8)
 
     def settle_expired(self) -> list[Outcome]:
@@ -294,7 +310,7 @@ class Settler:
             for raw in self.rq.lrange(key, 0, -1):
                 gen_id = raw.decode() if isinstance(raw, bytes) else str(raw)
                 present.add(gen_id)
-                if self.client.exists(self.keys.lease(gen_id)):
+                if self.leases.client.exists(self.keys.lease(gen_id)):
                     first_seen.pop(gen_id, None)
                     continue
                 seen = first_seen.setdefault(gen_id, now_s)
