@@ -31,6 +31,7 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from spool.clock import now_ms
+from spool.connection import connect, is_cluster
 from spool.events import CANCELLED, ERROR, STATUS
 from spool.generations import cancel_fields
 from spool.keys import PRIORITIES, Keys
@@ -38,6 +39,7 @@ from spool.log import EventLog
 from spool.queue import FAILURE_TTL_S, enqueue_generation
 
 log = logging.getLogger("spool.lease")
+LEASE_POOL_SIZE = 16  # connections to the RQ Redis for leases (callers wait for one)
 
 LEASE_TTL_MS = 10_000  # deadline after the last refresh; refreshed every ~2 s
 SETTLE_HOLD_MS = 30_000  # how long a settler holds a taken lease before others may retry
@@ -47,6 +49,10 @@ SETTLE_INTERVAL_S = 2.0  # a death is settled within lease ttl + this (+ jitter)
 SETTLE_JITTER_S = 0.5  # spreads the passes of many processes
 ORPHAN_AGE_S = 10.0  # an unleased job this long in RQ's intermediate list was orphaned
 
+# The running index outlives any lease by far; every write renews it, so it
+# only expires once no process has touched it for a day (bounded memory).
+INDEX_TTL_MS = 86_400_000
+
 # KEYS: running, lease 1..n; ARGV: owner, ttl ms, gen 1..n
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -55,6 +61,7 @@ for i = 2, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', 2 * ARGV[2])
   redis.call('ZADD', KEYS[1], deadline, ARGV[i + 1])
 end
+redis.call('PEXPIRE', KEYS[1], INDEX_TTL_MS)
 return #KEYS - 1
 """
 
@@ -72,6 +79,7 @@ for i = 2, #KEYS do
     lost[#lost + 1] = gen
   end
 end
+redis.call('PEXPIRE', KEYS[1], INDEX_TTL_MS)
 return lost
 """
 
@@ -100,6 +108,7 @@ elseif tonumber(score) > now then
   return 0
 end
 redis.call('ZADD', KEYS[1], now + ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], INDEX_TTL_MS)
 redis.call('SET', KEYS[2], ARGV[2], 'PX', 2 * ARGV[3])
 return 1
 """
@@ -113,6 +122,10 @@ return 1
 """
 
 
+def _with_constants(script: str) -> str:
+    return script.replace("INDEX_TTL_MS", str(INDEX_TTL_MS))
+
+
 class Leases:
     """Lease operations for one namespace."""
 
@@ -120,10 +133,10 @@ class Leases:
         self.client = client
         self.keys = keys
         self.ttl_ms = ttl_ms
-        self._acquire = client.register_script(_ACQUIRE)
-        self._refresh = client.register_script(_REFRESH)
+        self._acquire = client.register_script(_with_constants(_ACQUIRE))
+        self._refresh = client.register_script(_with_constants(_REFRESH))
         self._confirm = client.register_script(_CONFIRM)
-        self._take = client.register_script(_TAKE)
+        self._take = client.register_script(_with_constants(_TAKE))
         self._release = client.register_script(_RELEASE)
 
     def _keys(self, gen_id: str) -> list[str]:
@@ -174,16 +187,30 @@ class Outcome:
     action: str  # requeued | worker_lost | cancelled | ended | missing
 
 
+def lease_store(spool_client: Any, rq_redis_url: str) -> Any:
+    """Where leases live: with the event log on a single Redis; on the RQ
+    Redis when the event log is on a Cluster.
+
+    The lease scripts update the `running` index and several generations'
+    lease keys at once, which a Cluster refuses across slots. Leases are
+    coordination data like the job queues, and RQ's Redis is never a Cluster.
+    """
+    if not is_cluster(spool_client):
+        return spool_client
+    return connect(rq_redis_url, max_connections=LEASE_POOL_SIZE, blocking=True)
+
+
 class Settler:
     """Applies the settle rule (needs Spool's Redis and RQ's, which may differ)."""
 
-    def __init__(self, event_log: EventLog, rq_client: redis.Redis, job_timeout_s: int) -> None:
+    def __init__(self, event_log: EventLog, rq_client: redis.Redis, job_timeout_s: int,
+                 lease_client: redis.Redis | None = None) -> None:
         self.log = event_log
         self.client = event_log.client
         self.keys = event_log.keys
         self.rq = rq_client
         self.job_timeout_s = job_timeout_s
-        self.leases = Leases(self.client, self.keys)
+        self.leases = Leases(lease_client or self.client, self.keys)
         self.token = "settler:" + secrets.token_hex(8)
 
     def settle_expired(self) -> list[Outcome]:
@@ -294,7 +321,7 @@ class Settler:
             for raw in self.rq.lrange(key, 0, -1):
                 gen_id = raw.decode() if isinstance(raw, bytes) else str(raw)
                 present.add(gen_id)
-                if self.client.exists(self.keys.lease(gen_id)):
+                if self.leases.client.exists(self.keys.lease(gen_id)):
                     first_seen.pop(gen_id, None)
                     continue
                 seen = first_seen.setdefault(gen_id, now_s)

@@ -13,7 +13,7 @@ import gevent
 from flask import Flask
 from gevent import monkey
 
-from spool.lease import Settler, settle_forever
+from spool.lease import Settler, lease_store, settle_forever
 from webapp.services import services
 
 _started_in: set[int] = set()  # pids whose settle greenlet runs
@@ -26,7 +26,9 @@ def _ensure_settler() -> None:
     if not monkey.is_module_patched("socket"):
         return  # not a gevent server (e.g. Flask's test client): nothing to run it
     svc = services()
-    gevent.spawn(settle_forever, Settler(svc.log, svc.rq_redis, svc.settings.job_timeout_s))
+    lease_redis = lease_store(svc.redis, svc.settings.rq_redis_url)
+    settler = Settler(svc.log, svc.rq_redis, svc.settings.job_timeout_s, lease_redis)
+    gevent.spawn(settle_forever, settler)
 
 
 def init_app(app: Flask) -> None:

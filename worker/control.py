@@ -15,6 +15,7 @@ from typing import Any
 import gevent
 import redis
 
+from spool.connection import is_cluster
 from spool.keys import Keys
 
 log = logging.getLogger("spool.control")
@@ -112,10 +113,17 @@ class CancelWatcher:
     def _check(self, gen_ids: list[str]) -> None:
         if not gen_ids:
             return
-        # One script call for all of them: a pipeline of hundreds of HGETs
-        # every half second cost the worker several percent of a core.
         keys = [self.keys.record(gen_id) for gen_id in gen_ids]
-        reasons = self._cancel_flags(keys=keys)
+        if is_cluster(self.client):
+            # A script may not span slots on a Cluster: one HGET each.
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "cancel")
+            reasons = [reason or "" for reason in pipe.execute()]
+        else:
+            # One script call for all of them: a pipeline of hundreds of HGETs
+            # every half second cost the worker several percent of a core.
+            reasons = self._cancel_flags(keys=keys)
         for gen_id, reason in zip(gen_ids, reasons, strict=True):
             handle = self.handles.get(gen_id)
             if reason and handle is not None:

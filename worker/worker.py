@@ -31,7 +31,7 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from spool.events import ERROR
 from spool.keys import QUEUE_BATCH, QUEUE_INTERACTIVE
-from spool.lease import Leases, Settler, settle_forever
+from spool.lease import Leases, Settler, lease_store, settle_forever
 from spool.queue import queue_for
 from worker import heartbeat
 from worker.context import WorkerContext
@@ -90,8 +90,9 @@ class SpoolWorker(BaseWorker):
         self.batch_running = 0
         self.stopping = False
         self._slot_freed = gevent.event.Event()
-        self.leases = Leases(ctx.redis, ctx.keys)
-        self.settler = Settler(ctx.log, rq_client, ctx.settings.job_timeout_s)
+        lease_redis = lease_store(ctx.redis, ctx.settings.rq_redis_url)
+        self.leases = Leases(lease_redis, ctx.keys)
+        self.settler = Settler(ctx.log, rq_client, ctx.settings.job_timeout_s, lease_redis)
         self.keeper = LeaseKeeper(self.leases, self.name, self._leased, self._lease_lost)
 
     # -- the work loop ---------------------------------------------------------
