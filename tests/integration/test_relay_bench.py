@@ -8,7 +8,10 @@ hand-made bytes and against a real floor-server process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,6 +19,15 @@ from bench import systems
 from bench.loadclient import Spec, run, summarize, text_damage
 from bench.sse import Dechunker, parse_events
 from bench.textgen import make_text
+
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` in a thread of its own: Playwright's sync API keeps an
+    event loop running in the main thread for the whole session."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def test_dechunker_handles_any_split() -> None:
@@ -57,7 +69,7 @@ def floor() -> systems.Deployment:
 def test_load_client_reads_a_real_server_exactly(floor: systems.Deployment) -> None:
     spec = Spec(host="127.0.0.1", port=floor.port, mode="direct", n=8, window_s=0.2,
                 ttft_ms=50, tps=200, chars=120, timeout_s=20)
-    results = asyncio.run(run(spec))
+    results = run_loop(run(spec))
     summary = summarize(spec, results, 1.0)
     assert summary["errors"] == 0 and summary["exact"] == 8
     assert summary["lost_chars"] == summary["doubled_chars"] == 0
@@ -70,7 +82,7 @@ def test_shared_readers_and_a_slow_one_get_the_same_text(floor: systems.Deployme
     spec = Spec(host="127.0.0.1", port=floor.port, mode="direct", n=4, window_s=0.1,
                 ttft_ms=300, tps=0, chars=20000, shared=True, slow_readers=1,
                 slow_pause_s=1.0, timeout_s=20)
-    results = asyncio.run(run(dataclasses.replace(spec)))
+    results = run_loop(run(dataclasses.replace(spec)))
     summary = summarize(spec, results, 1.0)
     assert summary["errors"] == 0 and summary["exact"] == 4 and summary["slow_exact"] == 1
     assert "spread_p99_ms" in summary
