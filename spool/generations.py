@@ -53,8 +53,13 @@ class Generations:
         model: str,
         abandon_after_s: int | None,
         batch_id: str | None = None,
+        pipe: Any = None,
     ) -> None:
-        """Write the record and event 1 (`status: queued`) in one transaction."""
+        """Write the record and event 1 (`status: queued`) in one transaction.
+
+        With `pipe`, only queue the commands on it (a batch writes many
+        records per round trip); the caller executes it.
+        """
         k, retention = self.keys, self.log.retention
         created = now_ms()
         body = request.model_dump(mode="json")
@@ -74,12 +79,15 @@ class Generations:
             fields["abandon_after_s"] = abandon_after_s
         if batch_id is not None:
             fields["batch_id"] = batch_id
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(k.record(gen_id), mapping=fields)  # type: ignore[arg-type]
+        own = pipe is None
+        if own:
+            pipe = self.client.pipeline(transaction=True)
+        pipe.hset(k.record(gen_id), mapping=fields)
         pipe.expire(k.record(gen_id), retention.live_s)
         pipe.set(k.tombstone(gen_id), tenant, ex=retention.live_s + retention.tombstone_s)
         self.log.queue_append(pipe, gen_id, STATUS, {"status": "queued"})
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def load(self, gen_id: str) -> dict[str, str] | None:
         """The raw record hash, or None when it does not exist (or expired)."""
