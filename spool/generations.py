@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import redis
 
+from spool.batches import on_generation_end
 from spool.clock import iso, now_ms
 from spool.events import CANCELLED, STATUS, TERMINAL_STATUSES
 from spool.keys import Keys
@@ -148,6 +149,8 @@ class Generations:
                 gen_id, CANCELLED, {"reason": reason}, fields=cancel_fields(reason)
             )
             if seq > 0:
+                ended = {**record, "status": "cancelled", "ended": str(seq)}
+                on_generation_end(self.client, self.keys, gen_id, ended)
                 return "cancelled"
         self.client.publish(self.keys.cancel_channel(), gen_id)
         current = self.client.hget(rec_key, "status")
