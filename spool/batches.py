@@ -180,7 +180,7 @@ class BatchStore:
             pipe.expire(key, self.retention.live_s)
         pipe.publish(k.batch_channel(batch_id), entry)
         pipe.execute()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)  # never open without being fed
         pipe.sadd(k.batches_open(), batch_id)
         pipe.rpush(k.batches_active(), batch_id)
         pipe.execute()
