@@ -11,7 +11,7 @@ from spool.connection import connect_rq
 from spool.keys import PRIORITIES
 from spool.queue import queue_for
 from spool.settings import Settings
-from worker import heartbeat
+from worker import batchfeed, heartbeat
 from worker.context import WorkerContext, set_context
 
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.writer.start()
     ctx.watcher.start()
     heartbeat.start(ctx)
+    batchfeed.start(ctx)
     rq_client = connect_rq(settings.rq_redis_url)
     queues = [queue_for(rq_client, ctx.keys, p) for p in PRIORITIES]
     worker = SimpleWorker(queues, connection=rq_client, name=ctx.worker_id)
