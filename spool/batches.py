@@ -41,8 +41,9 @@ _ROW_END_LUA = """
 --       7 rows, 8 pending, 9 custom ids
 -- ARGV: 1 generation id, 2 counter field, 3 now (ms)
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+-- A row counted earlier (e.g. cancelled while pending) may be fed later anyway.
 redis.call('ZREM', KEYS[6], ARGV[1])
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 local r = redis.call('HMGET', KEYS[1], 'total', 'completed', 'failed', 'cancelled',
