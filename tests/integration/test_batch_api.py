@@ -25,6 +25,7 @@ STACK_ENV = {
     "SPOOL_MAX_BATCH_ROWS": "400",
     "SPOOL_WORKER_SLOTS": "4",
     "SPOOL_RATE_LIMIT": "100000",
+    "SPOOL_WEB_GRACE_S": "2",  # keep-alive test sessions would hold shutdown 20 s
 }
 INSTANT = {"tokens_per_second": 0, "ttft_ms": 0}
 
@@ -118,7 +119,7 @@ def test_json_batch_of_300_completes_with_one_result_per_row(alice: Api) -> None
         range(1, len(stream.events) + 1))
     assert [e.event for e in stream.events] == ["progress"] * 301 + ["done"]
     finished = [e.data["completed"] + e.data["failed"] for e in stream.events]
-    assert finished == list(range(0, 301)) + [300]
+    assert finished == [*range(301), 300]
     assert stream.events[-1].data == {"status": "completed", "completed": 300, "failed": 0,
                                       "cancelled": 0, "total": 300}
     # A completed batch cannot be cancelled.
@@ -306,3 +307,23 @@ def test_two_tenants_batches_progress_together(alice: Api, bob: Api) -> None:
     alice_between = order[first:last + 1].count(False)
     # Round robin: while Bob has rows left, Alice's and Bob's alternate.
     assert 10 <= alice_between <= 30, order
+
+
+def test_batch_survives_web_and_worker_restarts(make_stack: Any) -> None:
+    stack = make_stack(env={"SPOOL_WEB_GRACE_S": "2"})
+    api = Api(stack)
+    created = submit(api, make_rows(60, "s", {"ttft_ms": 30}))
+    wait_until(lambda: batch(api, created["id"])["completed"] >= 5, 30, 0.05, "some progress")
+    stack.workers[0].stop()  # SIGTERM: the running row finishes, nothing new starts
+    stack.webs[0].kill()
+    paused = Api(stack, web=len(stack.webs))
+    stack.start_web()
+    frozen = batch(paused, created["id"])
+    assert frozen["status"] == "in_progress" and frozen["completed"] < 60
+    time.sleep(0.5)
+    assert batch(paused, created["id"])["completed"] == frozen["completed"]
+    stack.start_worker()
+    done = wait_ended(paused, created["id"])
+    assert (done["status"], done["completed"]) == ("completed", 60)
+    lines = results(paused, created["id"])
+    assert sorted(line["custom_id"] for line in lines) == sorted(f"s-{i}" for i in range(60))
