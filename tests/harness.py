@@ -147,6 +147,9 @@ class Stack:
             "SPOOL_NAMESPACE": self.namespace,
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
+            # Idle keep-alive connections would hold a stopping gunicorn for
+            # the whole production grace period.
+            "SPOOL_WEB_GRACE_S": "3",
             **(env or {}),
         }
         self.webs: list[Process] = []

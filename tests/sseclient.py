@@ -71,7 +71,9 @@ def read_stream(url: str, headers: dict[str, str] | None = None,
     events: list[Event] = []
     with requests.get(url, headers=headers or {}, stream=True, timeout=timeout) as resp:
         if resp.status_code != 200:
-            return StreamResult(resp.status_code, [], None, [], dict(resp.headers), True)
+            headers = dict(resp.headers)
+            headers["X-Test-Body"] = resp.text[:500]
+            return StreamResult(resp.status_code, [], None, [], headers, True)
         for chunk in resp.iter_content(chunk_size=None):
             events.extend(parser.feed(chunk))
             if max_events is not None and len(events) >= max_events:

@@ -86,9 +86,13 @@ class Opening:
     complete: bool  # the frames already end with the terminal event
 
 
-def offset_start(svc: Services, gen_id: str, offset: int) -> Opening | None:
+def offset_start(svc: Services, gen_id: str, offset: int) -> Opening:
     """One delta with the text after `offset` UTF-16 units, plus the terminal
-    event if the log has it already. None when there is nothing left (204).
+    event if the log has it already.
+
+    An offset client at the end of a finished generation still gets the
+    (empty) delta and the terminal event rather than 204: it has no event id
+    to be "past", and this is how it learns the finish reason.
     """
     entries = svc.log.read_all(gen_id)
     text = "".join(orjson.loads(e.data)["text"] for e in entries if e.event == DELTA)
@@ -99,8 +103,6 @@ def offset_start(svc: Services, gen_id: str, offset: int) -> Opening | None:
     terminal = entries[-1] if entries and entries[-1].terminal else None
     body = entries[:-1] if terminal else entries
     covered = body[-1].seq if body else 0
-    if terminal is not None and not tail:
-        return None
     frames = [sse.event(dumps({"text": tail}), event_id=covered, name=DELTA)]
     if terminal is not None:
         frames.append(_frame(terminal))
@@ -162,10 +164,40 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> It
         svc.hub.unsubscribe(sub)
 
 
+def _event_stream(body: Iterator[bytes]) -> Response:
+    return Response(
+        body,
+        mimetype="text/event-stream",
+        content_type="text/event-stream; charset=utf-8",
+        headers=SSE_HEADERS,
+    )
+
+
+def retry_later(svc: Services) -> Response:
+    """An empty stream that only says when to retry.
+
+    EventSource gives up for good on any non-200 answer, so while Redis is
+    unreachable the route answers 200 with `retry:` and ends: the browser
+    reconnects (with its Last-Event-ID) and resumes once Redis is back.
+    """
+    return _event_stream(iter([sse.retry(svc.settings.sse_retry_ms),
+                               sse.comment("event store unavailable; retrying")]))
+
+
 @bp.get("/v1/generations/<gen_id>/events")
 def events(gen_id: str) -> ResponseReturnValue:
     """Server-Sent Events of one generation, resumable."""
     svc = services()
+    try:
+        return open_stream(svc, gen_id)
+    except redis.RedisError as exc:
+        log.warning("events %s: redis %s; asking the client to retry", gen_id,
+                    type(exc).__name__)
+        return retry_later(svc)
+
+
+def open_stream(svc: Services, gen_id: str) -> Response:
+    """Check access and resume point, then start the relay (or 204)."""
     resume = parse_resume()
     # Without a token the caller's key decides, before anything is looked up.
     tenant = None if "token" in request.args else authenticate(svc.settings)
@@ -175,16 +207,9 @@ def events(gen_id: str) -> ResponseReturnValue:
     after, opening = resume.after, None
     if resume.offset is not None:
         opening = offset_start(svc, gen_id, resume.offset)
-        if opening is None:
-            return Response(status=204)
         after = opening.after
     elif ended and after >= ended:
         return Response(status=204)
     elif after > int(record.get("last_seq", 0)) and not ended:
         raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
-    return Response(
-        relay(svc, gen_id, after, opening),
-        mimetype="text/event-stream",
-        content_type="text/event-stream; charset=utf-8",
-        headers=SSE_HEADERS,
-    )
+    return _event_stream(relay(svc, gen_id, after, opening))

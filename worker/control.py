@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 import redis
@@ -37,7 +38,7 @@ class Handle:
     """A running generation as the watcher sees it."""
 
     gen_id: str
-    greenlet: gevent.Greenlet
+    greenlet: Any  # gevent.Greenlet, or a raw greenlet
     reason: str | None = None
     interruptible: bool = False  # True while the runner waits on its provider
 
@@ -47,7 +48,19 @@ class Handle:
             return
         self.reason = reason
         if self.interruptible:
-            self.greenlet.kill(Cancelled(reason), block=False)
+            interrupt(self.greenlet, Cancelled(reason))
+
+
+def interrupt(target: Any, exc: BaseException) -> None:
+    """Raise `exc` inside `target` the next time it is suspended.
+
+    gevent Greenlets have `kill`; a raw greenlet (e.g. the main one, where a
+    one-job-at-a-time RQ worker runs jobs) is thrown into from the hub loop.
+    """
+    if isinstance(target, gevent.Greenlet):
+        target.kill(exc, block=False)
+    else:
+        gevent.get_hub().loop.run_callback(target.throw, exc)
 
 
 class CancelWatcher:
