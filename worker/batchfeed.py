@@ -168,8 +168,12 @@ def after_generation(ctx: WorkerContext, gen_id: str) -> None:
     Never raises: if Redis is unreachable the sweeper accounts the row later.
     """
     try:
-        record = ctx.generations.load(gen_id)
-        if not record or not record.get("batch_id"):
+        # Only the three fields: a record also holds the whole prompt.
+        fields = ("batch_id", "status", "ended")
+        values = ctx.redis.hmget(ctx.keys.record(gen_id), fields)
+        record = {name: str(value) for name, value in zip(fields, values, strict=True)
+                  if value is not None}
+        if not record.get("batch_id"):
             return
         on_generation_end(ctx.redis, ctx.keys, gen_id, record)
         get_feeder(ctx).feed()
