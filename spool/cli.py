@@ -25,6 +25,7 @@ DEFAULT_URL = "http://127.0.0.1:5000"
 HTTP_TIMEOUT_S = 60.0
 STREAM_TIMEOUT_S = 90.0  # longer than the server's 15 s ping interval
 RECONNECT_DELAY_S = 1.0
+RECONNECT_ATTEMPTS = 30  # for plain GETs while watching (the stream itself retries forever)
 COPY_CHUNK = 64 * 1024
 EXIT_INTERRUPTED = 130
 NDJSON = "application/x-ndjson"
@@ -113,38 +114,54 @@ def _done(data: dict[str, Any]) -> int:
         data.get("cancelled", 0))
 
 
+def get_patiently(client: Client, path: str) -> dict[str, Any]:
+    """GET a JSON object, riding out a server restart (RECONNECT_ATTEMPTS tries)."""
+    for _ in range(RECONNECT_ATTEMPTS - 1):
+        try:
+            return client.json("GET", path)
+        except Unreachable:
+            time.sleep(RECONNECT_DELAY_S)
+    return client.json("GET", path)
+
+
+def _follow(client: Client, batch_id: str, bar: Any, last: int) -> tuple[int, bool]:
+    """Read the progress stream once, after event `last`; (last seen, batch ended)."""
+    headers = {"Accept": "text/event-stream"}
+    if last:
+        headers["Last-Event-ID"] = str(last)
+    with client.open("GET", f"/v1/batches/{batch_id}/events", headers=headers,
+                     timeout=STREAM_TIMEOUT_S) as resp:
+        if resp.status == 204:
+            return last, True  # ended before we resumed: the record has the outcome
+        for event in parse_sse(resp):
+            last = event.id
+            # Replayed events start below `initial`: never move back.
+            bar.update(max(0, _done(event.data) - bar.n))
+            bar.set_postfix(failed=event.data.get("failed", 0), refresh=False)
+            if event.event in ("done", "cancelled"):
+                return last, True
+    raise Unreachable("the server closed the stream")
+
+
 def watch(client: Client, batch_id: str, out: IO[str]) -> dict[str, Any]:
     """Show a progress bar until the batch ends; reconnects (resuming) if cut."""
     from tqdm import tqdm  # imported here: only watching needs it
 
-    info = client.json("GET", f"/v1/batches/{batch_id}")
+    info = get_patiently(client, f"/v1/batches/{batch_id}")
     bar = tqdm(total=info["total"], initial=_done(info), unit="row", desc=batch_id,
                dynamic_ncols=True, file=sys.stderr)
-    last, final = 0, None
+    last, ended = 0, False
     try:
-        while final is None:
-            headers = {"Accept": "text/event-stream"}
-            if last:
-                headers["Last-Event-ID"] = str(last)
+        while not ended:
             try:
-                resp = client.open("GET", f"/v1/batches/{batch_id}/events", headers=headers,
-                                   timeout=STREAM_TIMEOUT_S)
-                with resp:
-                    if resp.status == 204:
-                        break  # ended before we resumed: the record has the outcome
-                    for event in parse_sse(resp):
-                        last = event.id
-                        bar.update(_done(event.data) - bar.n)
-                        bar.set_postfix(failed=event.data.get("failed", 0), refresh=False)
-                        if event.event in ("done", "cancelled"):
-                            final = event
-                            break
+                last, ended = _follow(client, batch_id, bar, last)
             except (Unreachable, OSError, http.client.HTTPException) as exc:
-                bar.write(f"stream interrupted ({exc}); resuming after event {last}")
+                bar.write(f"stream interrupted ({exc}); resuming after event {last}",
+                          file=sys.stderr)
                 time.sleep(RECONNECT_DELAY_S)
     finally:
         bar.close()
-    summary = client.json("GET", f"/v1/batches/{batch_id}")
+    summary = get_patiently(client, f"/v1/batches/{batch_id}")
     print(f"{batch_id} {summary['status']}: {summary['completed']} completed, "
           f"{summary['failed']} failed, {summary['cancelled']} cancelled "
           f"of {summary['total']}", file=out)

@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
@@ -117,3 +119,29 @@ def test_cli_errors_are_one_line(cstack: Stack, tmp_path: Path) -> None:
                                    "batch_" + "x" * 24], env=env, capture_output=True,
                                   text=True, timeout=60)
     assert "HTTP 401 unauthorized" in unauthorized.stderr
+
+
+def test_watch_resumes_when_the_web_process_dies(cstack: Stack, tmp_path: Path) -> None:
+    rows = write_rows(tmp_path / "cut.jsonl", 30, {"tokens_per_second": 0, "ttft_ms": 200})
+    submitted = spool(cstack, "batch", "submit", str(rows), "--no-watch")
+    batch_id = submitted.stdout.split()[1].rstrip(":")
+    watcher = subprocess.Popen([sys.executable, "-m", "spool.cli", "batch", "watch", batch_id],
+                               env=cli_env(cstack), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert watcher.stderr is not None
+    seen: list[bytes] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(watcher.stderr.read1, b"")))
+    reader.start()
+    wait_until(lambda: b"failed=0" in b"".join(seen), 30, 0.05, "the bar to show progress")
+    port = cstack.webs[0].port
+    for child in psutil.Process(cstack.webs[0].proc.pid).children(recursive=True):
+        child.kill()  # the gunicorn worker holding the stream, then its arbiter
+    cstack.webs[0].kill()
+    cstack.webs.pop(0)
+    cstack.start_web(port=port)
+    out_bytes, _ = watcher.communicate(timeout=60)
+    reader.join(10)
+    out, err = out_bytes.decode(), b"".join(seen).decode()
+    assert watcher.returncode == 0, err
+    assert "stream interrupted" in err and "resuming after event" in err
+    assert f"{batch_id} completed: 30 completed" in out
