@@ -118,7 +118,9 @@ def _row_end_keys(keys: Keys, batch_id: str) -> list[str]:
 def account_row_end(client: Any, keys: Keys, batch_id: str, gen_id: str, counter: str) -> Any:
     """Count one row as ended (`client` may be a pipeline). Returns the new seq,
     0 if the row was already counted, -1 if the batch is gone."""
-    return client.eval(_ROW_END_LUA, 9, *_row_end_keys(keys, batch_id), gen_id, counter, now_ms())
+    # register_script: EVALSHA (no script text per call), also on a pipeline.
+    script = client.register_script(_ROW_END_LUA)
+    return script(keys=_row_end_keys(keys, batch_id), args=[gen_id, counter, now_ms()])
 
 
 def on_generation_end(
