@@ -242,16 +242,8 @@ def test_cancel_drops_queued_rows_and_cancels_running_ones(alice: Api, bstack: S
     slow = {"tokens_per_second": 20, "ttft_ms": 0, "text": "word " * 60}
     created = submit(alice, make_rows(30, "c", slow))
     batch_id = created["id"]
-    client = redis.Redis.from_url(bstack.redis_url, decode_responses=True)
-    dispatched = f"{bstack.namespace}:batch:{{{batch_id}}}:dispatched"
-
-    def running_row() -> str | None:
-        for gen_id in client.zrange(dispatched, 0, -1):
-            if client.hget(f"{bstack.namespace}:gen:{{{gen_id}}}:rec", "output") == "1":
-                return str(gen_id)
-        return None
-
-    running = wait_until(running_row, 30, 0.05, "a batch row to stream")
+    running = wait_until(lambda: streaming_row(bstack, batch_id), 30, 0.05,
+                         "a batch row to stream")
     resp = alice.post(f"/v1/batches/{batch_id}/cancel")
     assert resp.status_code == 202, resp.text
     assert alice.post(f"/v1/batches/{batch_id}/cancel").status_code == 202  # idempotent
@@ -328,3 +320,32 @@ def test_batch_survives_web_and_worker_restarts(make_stack: Any) -> None:
     assert (done["status"], done["completed"]) == ("completed", 60)
     lines = results(paused, created["id"])
     assert sorted(line["custom_id"] for line in lines) == sorted(f"s-{i}" for i in range(60))
+
+
+def streaming_row(stack: Stack, batch_id: str) -> str | None:
+    """A row of the batch that is running and has produced output, if any."""
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    for gen_id in client.zrange(f"{stack.namespace}:batch:{{{batch_id}}}:dispatched", 0, -1):
+        if client.hget(f"{stack.namespace}:gen:{{{gen_id}}}:rec", "output") == "1":
+            return str(gen_id)
+    return None
+
+
+def test_rows_of_a_killed_worker_follow_the_crash_rule(make_stack: Any) -> None:
+    pytest.importorskip("spool.lease", reason="needs the concurrent worker's lease settler")
+    stack = make_stack(env={"SPOOL_WEB_GRACE_S": "2", "SPOOL_WORKER_SLOTS": "4"})
+    api = Api(stack)
+    created = submit(api, make_rows(24, "k", {"ttft_ms": 0, "tokens_per_second": 10,
+                                              "text": "one two three four five six"}))
+    wait_until(lambda: batch(api, created["id"])["completed"] >= 3, 30, 0.05, "some progress")
+    running = wait_until(lambda: streaming_row(stack, created["id"]), 30, 0.02, "a running row")
+    stack.workers[0].kill()  # SIGKILL mid-row
+    stack.start_worker()
+    done = wait_ended(api, created["id"], 90)
+    assert done["status"] == "completed"
+    assert done["completed"] + done["failed"] == 24
+    lines = {line["generation_id"]: line for line in results(api, created["id"])}
+    assert len(lines) == 24
+    # A row that had streamed output when its worker died ends worker_lost (the crash rule).
+    assert lines[running]["status"] == "failed"
+    assert lines[running]["error"]["type"] == "worker_lost"
