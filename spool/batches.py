@@ -40,10 +40,10 @@ _ROW_END_LUA = """
 -- KEYS: 1 record, 2 ended set, 3 finished, 4 log, 5 channel, 6 dispatched,
 --       7 rows, 8 pending, 9 custom ids
 -- ARGV: 1 generation id, 2 counter field, 3 now (ms)
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 -- A row counted earlier (e.g. cancelled while pending) may be fed later anyway.
 redis.call('ZREM', KEYS[6], ARGV[1])
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return {0, 0} end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 local r = redis.call('HMGET', KEYS[1], 'total', 'completed', 'failed', 'cancelled',
@@ -56,7 +56,7 @@ local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
 local entry = seq .. ' progress {' .. counts .. '}'
 redis.call('RPUSH', KEYS[4], entry)
 redis.call('PUBLISH', KEYS[5], entry)
-local ttl = r[7]
+local ttl, ended = r[7], 0
 if completed + failed + cancelled >= total then
   local name, status, head = 'done', 'completed', ''
   if r[5] then
@@ -67,14 +67,14 @@ if completed + failed + cancelled >= total then
   redis.call('RPUSH', KEYS[4], entry)
   redis.call('PUBLISH', KEYS[5], entry)
   redis.call('HSET', KEYS[1], 'status', status, 'finished_ms', ARGV[3], 'ended', seq)
-  ttl = r[8]
+  ttl, ended = r[8], 1
 elseif r[6] == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'in_progress', 'started_ms', ARGV[3])
 end
 for i = 1, 9 do
   if i ~= 5 then redis.call('EXPIRE', KEYS[i], ttl) end
 end
-return seq
+return {seq, ended}
 """
 
 _TAKE_ROW_LUA = """
@@ -116,8 +116,9 @@ def _row_end_keys(keys: Keys, batch_id: str) -> list[str]:
 
 
 def account_row_end(client: Any, keys: Keys, batch_id: str, gen_id: str, counter: str) -> Any:
-    """Count one row as ended (`client` may be a pipeline). Returns the new seq,
-    0 if the row was already counted, -1 if the batch is gone."""
+    """Count one row as ended (`client` may be a pipeline). Returns [seq, ended]:
+    the new event's seq (0 if the row was already counted, -1 if the batch is
+    gone) and 1 if this row ended the batch."""
     # register_script: EVALSHA (no script text per call), also on a pipeline.
     script = client.register_script(_ROW_END_LUA)
     return script(keys=_row_end_keys(keys, batch_id), args=[gen_id, counter, now_ms()])
@@ -135,10 +136,11 @@ def on_generation_end(
     if not record or not record.get("batch_id") or "ended" not in record:
         return 0
     batch_id = record["batch_id"]
-    seq = int(account_row_end(client, keys, batch_id, gen_id, counter_for(record.get("status"))))
-    if seq > 0 and client.hexists(keys.batch_record(batch_id), "ended"):
+    seq, ended = account_row_end(client, keys, batch_id, gen_id,
+                                 counter_for(record.get("status")))
+    if ended:
         client.srem(keys.batches_open(), batch_id)
-    return seq
+    return int(seq)
 
 
 class BatchStore:

@@ -5,8 +5,8 @@ batch queue only a few rows deep and fills it round robin across active
 batches (rotating one shared list), so a 10,000-row batch submitted first
 cannot starve one submitted a minute later by another tenant: each gets
 every other free slot. Every worker process runs the loop; a short Redis
-lock lets one of them feed at a time. Rows are also fed the moment a batch
-row ends, so throughput does not wait for the next tick.
+lock lets one of them feed at a time. The queue is deep enough for the rows
+that end within one tick, so a freed slot finds a row waiting.
 
 The sweeper is the safety net behind the row-end hooks: once a second it
 accounts dispatched rows whose generations ended without being counted
@@ -163,7 +163,7 @@ def start(ctx: WorkerContext) -> Feeder:
 
 
 def after_generation(ctx: WorkerContext, gen_id: str) -> None:
-    """After a job: count a batch row's end at once and refill the queue.
+    """After a job: count a batch row's end at once (the feed loop refills the queue).
 
     Never raises: if Redis is unreachable the sweeper accounts the row later.
     """
@@ -176,6 +176,5 @@ def after_generation(ctx: WorkerContext, gen_id: str) -> None:
         if not record.get("batch_id"):
             return
         on_generation_end(ctx.redis, ctx.keys, gen_id, record)
-        get_feeder(ctx).feed()
     except redis.RedisError as exc:
         log.warning("batch row %s: end not accounted yet (%s)", gen_id, type(exc).__name__)
