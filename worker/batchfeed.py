@@ -34,7 +34,10 @@ from worker.context import WorkerContext
 
 log = logging.getLogger("spool.batchfeed")
 
-QUEUE_DEPTH = 16  # rows kept waiting on the RQ batch queue
+# Rows kept waiting on the RQ batch queue: starts shallow, doubles while the
+# workers drain it within a tick (many slots, short rows), halves when they don't.
+MIN_QUEUE_DEPTH = 16
+MAX_QUEUE_DEPTH = 512
 FEED_INTERVAL_S = 0.05
 SWEEP_INTERVAL_S = 1.0
 LOCK_TTL_S = 2.0  # a feeder that dies holds the lock at most this long
@@ -52,6 +55,8 @@ class Feeder:
         self.store = BatchStore(ctx.redis, ctx.keys, ctx.log.retention)
         self.queue = queue_for(rq_client, ctx.keys, QUEUE_BATCH)
         self.owner = secrets.token_hex(8)
+        self.depth = MIN_QUEUE_DEPTH
+        self._filled = False  # the last feed filled the queue to its depth
         self._greenlets: list[gevent.Greenlet] = []
 
     def start(self) -> None:
@@ -80,16 +85,27 @@ class Feeder:
             lock.release()
 
     def feed(self) -> int:
-        """Top the RQ batch queue up to QUEUE_DEPTH, round robin; returns rows fed."""
+        """Top the RQ batch queue up to its depth, round robin; returns rows fed."""
         if not self.client.llen(self.keys.batches_active()):
             return 0
         lock = self._locked(self.keys.batch_feed_lock())
         if lock is None:
             return 0
         try:
-            return self._feed_rows(QUEUE_DEPTH - self.queue.count)
+            waiting = self.queue.count
+            self._adapt_depth(waiting)
+            room = self.depth - waiting
+            fed = self._feed_rows(room)
+            self._filled = room > 0 and fed == room
+            return fed
         finally:
             self._release(lock)
+
+    def _adapt_depth(self, waiting: int) -> None:
+        if waiting == 0 and self._filled:
+            self.depth = min(self.depth * 2, MAX_QUEUE_DEPTH)
+        elif waiting > self.depth // 2:
+            self.depth = max(self.depth // 2, MIN_QUEUE_DEPTH)
 
     def _feed_rows(self, room: int) -> int:
         fed = 0
