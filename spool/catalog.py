@@ -11,12 +11,12 @@ from spool.settings import Settings
 DEFAULT_MODELS = {
     "mock": "mock-1",
     "openai": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-5",
+    "anthropic": "claude-sonnet-4-6",
 }
 KNOWN_MODELS = {
     "mock": ("mock-1",),
     "openai": ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini"),
-    "anthropic": ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"),
+    "anthropic": ("claude-sonnet-4-6", "claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"),
 }
 
 

@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, batches, ops, stream
+from webapp import api, batches, facade, ops, stream
 from webapp.errors import register_error_handlers
 from webapp.services import Services
 
@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["spool"] = Services.build(settings)
     register_error_handlers(app)
-    for blueprint in (api.bp, stream.bp, ops.bp, batches.bp):
+    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, batches.bp):
         app.register_blueprint(blueprint)
     if not settings.auth_enabled:
         log.warning(

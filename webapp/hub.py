@@ -21,6 +21,7 @@ import gevent.lock
 import gevent.queue
 import redis
 
+from spool.events import LogEntry, decode_entry
 from webapp.sse import entry_frame
 
 log = logging.getLogger("spool.hub")
@@ -51,6 +52,11 @@ class Live:
     seq: int
     frame: bytes
     terminal: bool
+    raw: bytes  # the published log entry, for readers that re-encode it (the facade)
+
+    def entry(self) -> LogEntry:
+        """The message as a log entry."""
+        return decode_entry(self.raw.decode())
 
 
 _TERMINAL = frozenset({b"done", b"error", b"cancelled"})
@@ -205,7 +211,7 @@ class Hub:
         if state is None or not state.subs:
             return
         seq, name, data = raw.split(b" ", 2)
-        item = Live(int(seq), entry_frame(seq, name, data), name in _TERMINAL)
+        item = Live(int(seq), entry_frame(seq, name, data), name in _TERMINAL, raw)
         for sub in state.subs:
             sub.offer(item)
 

@@ -1,4 +1,4 @@
-"""Operational routes: health, readiness, models, and the demo page."""
+"""Operational routes: health, readiness, and the demo page (`/v1/models` is in facade.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import redis
 from flask import Blueprint, jsonify, send_from_directory
 from flask.typing import ResponseReturnValue
 
-from spool.catalog import KNOWN_MODELS, configured_providers
-from webapp.auth import authenticate
 from webapp.services import services
 
 bp = Blueprint("ops", __name__)
@@ -38,19 +36,6 @@ def readyz() -> ResponseReturnValue:
     if workers == 0:
         return jsonify(status="unavailable", redis=True, workers=0), 503
     return jsonify(status="ok", redis=True, workers=workers)
-
-
-@bp.get("/v1/models")
-def models() -> ResponseReturnValue:
-    """Configured providers' models in OpenAI's list format (`provider/model` ids)."""
-    svc = services()
-    authenticate(svc.settings)
-    data = [
-        {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
-        for provider in configured_providers(svc.settings)
-        for model in KNOWN_MODELS[provider]
-    ]
-    return jsonify(object="list", data=data)
 
 
 @bp.get("/")

@@ -1,33 +1,29 @@
 """The SSE relay: backlog from the log, then live from the hub, merged by seq.
 
-A reader registers with the hub *before* reading the backlog, so nothing
-published meanwhile is missed; live messages at or below what was sent are
-dropped, and a hole in the sequence (or an overflowing queue, or a hub
-reconnect) sends the reader back to the log. If Redis goes away the
-response simply ends: the client reconnects and resumes. A terminal event
-is never invented here.
+The merge itself lives in `webapp.follow` (shared with the OpenAI facade).
+If Redis goes away the response simply ends: the client reconnects and
+resumes. A terminal event is never invented here.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import gevent.queue
 import orjson
 import redis
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
 from spool.events import DELTA, LogEntry
-from spool.log import READ_PAGE, dumps
+from spool.log import dumps
 from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.hub import Gap, HubUnavailable
+from webapp.follow import follow
+from webapp.hub import HubUnavailable, Live
 from webapp.launch import find_generation
 from webapp.services import Services, services
 
@@ -117,51 +113,17 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> It
         if opening.complete:
             return
     try:
-        sub = svc.hub.subscribe(svc.keys.channel(gen_id))
+        for item in follow(svc, gen_id, after):
+            if isinstance(item, LogEntry):
+                yield _frame(item)
+            elif isinstance(item, Live):
+                yield item.frame
+            else:
+                yield sse.PING
     except HubUnavailable:
         return
-    ping_s = svc.settings.ping_interval_s
-    last = after
-    try:
-        while True:
-            if sub.overflowed:
-                sub.reset()  # before the read, so nothing after it is dropped
-            # Backlog (or catch-up after a gap), paged so a long log is never
-            # one huge read.
-            entries = svc.log.read(gen_id, last, READ_PAGE)
-            for entry in entries:
-                yield _frame(entry)
-                last = entry.seq
-                if entry.terminal:
-                    return
-            if len(entries) == READ_PAGE:
-                continue
-            quiet_since = time.monotonic()
-            while True:
-                if sub.overflowed:
-                    break
-                wait = ping_s - (time.monotonic() - quiet_since)
-                try:
-                    item = sub.queue.get(timeout=max(wait, 0.0))
-                except gevent.queue.Empty:
-                    yield sse.PING
-                    # Also a safety net: re-read in case a message was lost.
-                    break
-                if isinstance(item, Gap):
-                    break
-                if item.seq <= last:
-                    continue
-                if item.seq != last + 1:
-                    break
-                yield item.frame
-                last = item.seq
-                quiet_since = time.monotonic()
-                if item.terminal:
-                    return
     except redis.RedisError as exc:
         log.warning("stream %s ended: redis %s", gen_id, type(exc).__name__)
-    finally:
-        svc.hub.unsubscribe(sub)
 
 
 def _event_stream(body: Iterator[bytes]) -> Response:

@@ -162,7 +162,10 @@ class Runner:
         self._send_text(coalescer.flush(), progress)
         if self.ctx.writer.refused(self.gen_id):
             return
-        self._finish(request, progress)
+        # After a fallback, the record names the provider and model that really answered.
+        served = {"provider": getattr(stream, "provider", None),
+                  "model": getattr(stream, "model", None)}
+        self._finish(request, progress, {k: v for k, v in served.items() if v})
 
     def _on_text(self, text: str, coalescer: Coalescer, progress: Progress) -> None:
         if progress.first_token_ms is None:
@@ -179,7 +182,8 @@ class Runner:
             fields = {"metrics": progress.metrics()}  # ttft visible while streaming
         self.emit(DELTA, {"text": text}, fields)
 
-    def _finish(self, request: dict[str, Any], progress: Progress) -> None:
+    def _finish(self, request: dict[str, Any], progress: Progress,
+                served: dict[str, Any]) -> None:
         if progress.finish is None:
             raise ProviderError(
                 "provider_error",
@@ -193,7 +197,7 @@ class Runner:
                                 "metrics": progress.metrics()}
         fields: dict[str, Any] = {"status": "completed", "finish_reason": progress.finish,
                                   "usage": data["usage"], "metrics": data["metrics"],
-                                  "finished_ms": now_ms()}
+                                  "finished_ms": now_ms(), **served}
         fmt = request.get("response_format") or {}
         if fmt.get("type") == "json_object":
             try:

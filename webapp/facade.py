@@ -1,0 +1,217 @@
+"""The OpenAI-compatible facade: `POST /v1/chat/completions` and `GET /v1/models`.
+
+Each completion is an ordinary Spool generation (queued, logged, resumable,
+cancellable, counted in metrics); this blueprint only translates the request
+in and the event log out. Closing a facade stream does not cancel the
+generation: the client resumes it from `/v1/generations/{id}/events`, the id
+being in the `Spool-Generation-Id` header of every response.
+
+Errors here use OpenAI's shape (`{"error": {message, type, param, code}}`),
+not Spool's, because OpenAI's SDKs parse them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import redis
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from spool.catalog import KNOWN_MODELS, configured_providers
+from spool.schemas import GenerationRequest, RequestError, parse_generation_request
+from webapp.auth import authenticate
+from webapp.body import require_json_object
+from webapp.errors import ApiError
+from webapp.facade_format import (
+    KEEPALIVE,
+    ChunkStream,
+    cancelled_error,
+    completion,
+    data_line,
+    error_object,
+    generation_error,
+)
+from webapp.facade_request import CompletionRequest, FacadeError, core_param, invalid, translate
+from webapp.follow import Quiet, follow
+from webapp.hub import HubUnavailable, Live
+from webapp.launch import start_generation, wait_for_end
+from webapp.services import Services, services
+
+log = logging.getLogger("spool.facade")
+
+bp = Blueprint("facade", __name__)
+
+GENERATION_ID_HEADER = "Spool-Generation-Id"
+# OpenAI's SDKs obey this: never retry what would start a second generation for nothing.
+NO_RETRY = {"x-should-retry": "false"}
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Spool's status -> (OpenAI error type, code) for errors raised before a generation exists.
+API_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_value"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+    429: ("requests", "rate_limit_exceeded"),
+    503: ("server_error", "unavailable"),
+    504: ("server_error", "timeout"),
+}
+HTTP_MESSAGES = {413: "request body is too large", 405: "method not allowed for this route"}
+
+
+def openai_error(status: int, body: dict[str, Any],
+                 headers: dict[str, str] | None = None) -> Response:
+    """An error response in OpenAI's format."""
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+@bp.errorhandler(FacadeError)
+def _facade_error(exc: FacadeError) -> Response:
+    return openai_error(exc.status, error_object(exc.message, exc.type, exc.code, exc.param))
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    kind, code = API_ERRORS.get(exc.status, ("server_error", exc.type))
+    return openai_error(exc.status, error_object(exc.message, kind, code, exc.param), exc.headers)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    message = HTTP_MESSAGES.get(status) or exc.description or exc.name
+    return _api_error(ApiError(status, message))
+
+
+@bp.errorhandler(redis.RedisError)
+def _redis_error(exc: redis.RedisError) -> Response:
+    log.warning("redis unavailable: %s", type(exc).__name__)
+    body = error_object("the event store is unavailable; retry shortly", "server_error",
+                        "unavailable")
+    return openai_error(503, body, {"Retry-After": "1"})
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error in the facade")
+    return openai_error(500, error_object("internal error", "server_error", None))
+
+
+def _validate(svc: Services, completion_request: CompletionRequest) -> GenerationRequest:
+    """The core's validation, with its errors in the client's parameter names."""
+    provider = completion_request.generation["provider"]
+    if provider not in configured_providers(svc.settings):
+        raise invalid(f"The model `{completion_request.model}` is not available: provider "
+                      f"{provider!r} is not configured on this server", "model",
+                      "model_not_found")
+    try:
+        return parse_generation_request(completion_request.generation,
+                                        max_tokens_limit=svc.settings.max_tokens_limit)
+    except RequestError as exc:
+        param = core_param(exc.param, completion_request)
+        message = exc.message
+        if exc.param and message.startswith(f"{exc.param}: "):
+            message = f"{param}: {message[len(exc.param) + 2:]}"
+        raise invalid(message, param) from None
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions() -> ResponseReturnValue:
+    """OpenAI's Chat Completions, streamed or not, backed by a Spool generation."""
+    svc = services()
+    tenant = authenticate(svc.settings)
+    completion_request = translate(require_json_object(request), svc.settings.default_provider)
+    body = _validate(svc, completion_request)
+    gen_id, _ = start_generation(svc, tenant, body)
+    record = svc.generations.load(gen_id) or {}
+    created = int(record.get("created_ms", 0)) // 1000
+    if completion_request.stream:
+        chunks = ChunkStream(gen_id, created, completion_request.model,
+                             completion_request.include_usage)
+        return Response(stream_chunks(svc, gen_id, chunks),
+                        content_type="text/event-stream; charset=utf-8",
+                        headers={GENERATION_ID_HEADER: gen_id, **STREAM_HEADERS})
+    response = wait_for_completion(svc, gen_id, created, completion_request.model)
+    response.headers[GENERATION_ID_HEADER] = gen_id
+    return response
+
+
+def stream_chunks(svc: Services, gen_id: str, chunks: ChunkStream) -> Iterator[bytes]:
+    """The generation's events as chunk lines, until [DONE] or an error line.
+
+    If the stream is cut on the server side (Redis lost), the client gets an
+    error line naming the generation, so an SDK raises rather than taking a
+    partial answer for a whole one; the generation itself goes on.
+    """
+    yield chunks.opening()
+    try:
+        for item in follow(svc, gen_id, 0):
+            if isinstance(item, Quiet):
+                yield KEEPALIVE
+                continue
+            entry = item.entry() if isinstance(item, Live) else item
+            yield from chunks.feed(entry.event, orjson.loads(entry.data))
+    except (HubUnavailable, redis.RedisError) as exc:
+        log.warning("facade stream %s cut: %s", gen_id, type(exc).__name__)
+    if not chunks.ended:
+        yield data_line(error_object(
+            f"the stream was interrupted; generation {gen_id} continues: resume it from "
+            f"/v1/generations/{gen_id}/events", "server_error", "stream_interrupted"))
+
+
+def wait_for_completion(svc: Services, gen_id: str, created: int, model: str) -> Response:
+    """Wait for the generation's end and answer a `chat.completion` (or its error)."""
+    try:
+        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s)
+    except HubUnavailable:
+        record = None
+    if record is None or "ended" not in record:
+        body = error_object(
+            f"the generation did not finish within {svc.settings.chat_timeout_s:g}s; it keeps "
+            f"running: read it from /v1/generations/{gen_id}", "server_error", "timeout")
+        return openai_error(504, body, NO_RETRY)
+    view = svc.generations.view(gen_id, record)
+    if view["status"] == "failed":
+        status, body = generation_error(view["error"])
+        return openai_error(status, body)
+    if view["status"] == "cancelled":
+        status, body = cancelled_error(record.get("cancel") or view["finish_reason"])
+        return openai_error(status, body, NO_RETRY)
+    return jsonify(completion(gen_id, created, model, view["text"], view["tool_calls"],
+                              view["finish_reason"], view["usage"]))
+
+
+def _model_list() -> list[dict[str, Any]]:
+    svc = services()
+    return [
+        {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
+        for provider in configured_providers(svc.settings)
+        for model in KNOWN_MODELS[provider]
+    ]
+
+
+@bp.get("/v1/models")
+def models() -> ResponseReturnValue:
+    """Configured providers' models in OpenAI's list format (`provider/model` ids)."""
+    authenticate(services().settings)
+    return jsonify(object="list", data=_model_list())
+
+
+@bp.get("/v1/models/<path:model_id>")
+def model(model_id: str) -> ResponseReturnValue:
+    """One model, as OpenAI's `models.retrieve` expects; 404 model_not_found."""
+    authenticate(services().settings)
+    for entry in _model_list():
+        if entry["id"] == model_id:
+            return jsonify(entry)
+    raise FacadeError(404, f"The model `{model_id}` does not exist", param="model",
+                      code="model_not_found")

@@ -1,0 +1,210 @@
+"""Anthropic Messages through the `anthropic` SDK (2.x).
+
+Requests are translated from the API's OpenAI-style shape: `system` goes to
+the top level, tools get `input_schema`, assistant `tool_calls` become
+`tool_use` blocks and `tool` messages `tool_result` blocks. `temperature` is
+never sent (the current API version rejects it). The streamed body is read
+raw and parsed with orjson (see `_sse`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import anthropic
+import httpx2
+
+from spool.catalog import default_model
+from worker.providers import _sse
+from worker.providers._anthropic_request import request_params
+from worker.providers.base import (
+    Finish,
+    Piece,
+    ProviderError,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from spool.settings import Settings
+
+PLACEHOLDER_KEY = "spool-no-key"  # lets a keyless proxy work; the real API answers 401
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_MARGIN_S = 30.0  # backstop only; the resilience layer's timeouts fire first
+MODELS_TIMEOUT_S = 5.0
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+ERROR_TYPES = {
+    "overloaded_error": ("provider_error", True),
+    "api_error": ("provider_error", True),
+    "rate_limit_error": ("rate_limited", True),
+    "timeout_error": ("timeout", True),
+    "invalid_request_error": ("invalid_request", False),
+    "request_too_large": ("invalid_request", False),
+    "not_found_error": ("invalid_request", False),
+    "authentication_error": ("provider_error", False),
+    "permission_error": ("provider_error", False),
+}
+_clients: dict[tuple[Any, ...], anthropic.Anthropic] = {}
+
+
+def build(settings: Settings) -> AnthropicProvider:
+    """The provider registry's entry point."""
+    return AnthropicProvider(settings)
+
+
+def _client(settings: Settings) -> anthropic.Anthropic:
+    """One client per configuration, made on first use (after gevent patching), no SDK retries."""
+    read_s = max(settings.first_token_timeout_s, settings.idle_timeout_s) + READ_TIMEOUT_MARGIN_S
+    key = (settings.anthropic_api_key, settings.anthropic_base_url, read_s)
+    client = _clients.get(key)
+    if client is None:
+        client = anthropic.Anthropic(
+            api_key=settings.anthropic_api_key or PLACEHOLDER_KEY,
+            base_url=settings.anthropic_base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(read_s, connect=CONNECT_TIMEOUT_S),
+        )
+        _clients[key] = client
+    return client
+
+
+def sdk_error(exc: Exception) -> ProviderError:
+    """Map an `anthropic` SDK exception raised before the stream started."""
+    if isinstance(exc, anthropic.APIStatusError):
+        message = exc.api_message or exc.message
+        return _sse.status_error("anthropic", exc.status_code, message, exc.response.headers)
+    return _sse.transport_error("anthropic", exc)
+
+
+def stream_error(body: Any) -> ProviderError:
+    """An `error` event inside a stream (the SDK would raise APIStatusError with status 200)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ProviderError("provider_error", "anthropic stream error", retryable=True)
+    kind = str(error.get("type") or "")
+    api_type, retryable = ERROR_TYPES.get(kind, ("provider_error", True))
+    message = error.get("message") or kind or "stream error"
+    return ProviderError(api_type, f"anthropic stream error ({kind}): {message}",
+                         retryable=retryable, status=529 if kind == "overloaded_error" else None)
+
+
+class AnthropicStream(_sse.SSEStream):
+    """Messages stream events → pieces; complete only once `message_stop` is seen."""
+
+    vendor = "anthropic"
+
+    def __init__(self, response: httpx2.Response) -> None:
+        super().__init__(response)
+        self._tool_index: dict[int, int] = {}  # content block index → tool call ordinal
+        self._tool_args: dict[int, int] = {}  # block index → argument characters seen
+        self._input_tokens = 0
+        self._stop = "stop"
+
+    def __iter__(self) -> Iterator[Piece]:
+        for name, data in self._events():
+            if name == b"ping":
+                continue
+            event = _sse.loads(data)
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                piece = self._delta(event)
+                if piece is not None:
+                    yield piece
+            elif kind == "message_stop":
+                self.finished = True
+                yield Finish(self._stop)
+                self.drain()
+                return
+            else:
+                yield from self._other(kind, event)
+
+    def _delta(self, event: dict[str, Any]) -> Piece | None:
+        delta = event.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return TextDelta(delta["text"]) if delta.get("text") else None
+        if kind == "input_json_delta":
+            block = event.get("index", 0)
+            ordinal = self._tool_index.get(block)
+            fragment = delta.get("partial_json") or ""
+            if ordinal is None or not fragment:
+                return None
+            self._tool_args[block] += len(fragment)
+            return ToolCallDelta(index=ordinal, arguments=fragment)
+        return None  # thinking, signature and citation deltas carry no answer text
+
+    def _other(self, kind: Any, event: dict[str, Any]) -> Iterator[Piece]:
+        if kind == "message_start":
+            usage = (event.get("message") or {}).get("usage") or {}
+            self._input_tokens = usage.get("input_tokens") or 0
+            yield Usage(self._input_tokens, usage.get("output_tokens") or 0)
+        elif kind == "content_block_start":
+            yield from self._block_start(event)
+        elif kind == "content_block_stop":
+            block = event.get("index", 0)
+            if block in self._tool_index and not self._tool_args[block]:
+                # A tool called with no input streams no JSON at all; the runner needs some.
+                yield ToolCallDelta(index=self._tool_index[block], arguments="{}")
+        elif kind == "message_delta":
+            reason = (event.get("delta") or {}).get("stop_reason")
+            if reason:
+                self._stop = STOP_REASONS.get(reason, "stop")
+            usage = event.get("usage") or {}
+            # Cumulative counts: they replace the earlier ones, never add to them.
+            self._input_tokens = usage.get("input_tokens") or self._input_tokens
+            yield Usage(self._input_tokens, usage.get("output_tokens") or 0)
+        elif kind == "error":
+            raise stream_error(event)
+
+    def _block_start(self, event: dict[str, Any]) -> Iterator[Piece]:
+        block = event.get("content_block") or {}
+        index = event.get("index", 0)
+        if block.get("type") == "tool_use":
+            ordinal = len(self._tool_index)
+            self._tool_index[index] = ordinal
+            self._tool_args[index] = 0
+            yield ToolCallDelta(index=ordinal, id=block.get("id"), name=block.get("name"))
+        elif block.get("type") == "text" and block.get("text"):
+            yield TextDelta(block["text"])
+
+
+class AnthropicProvider:
+    """The `anthropic` provider (Messages API)."""
+
+    name = "anthropic"
+
+    def __init__(self, settings: Settings) -> None:
+        self.default_model = default_model("anthropic")
+        self._settings = settings
+
+    def open(self, request: dict[str, Any]) -> AnthropicStream:
+        """Send the request; the returned stream is positioned before the first event."""
+        params = request_params(request, self.default_model)
+        create = _client(self._settings).messages.with_streaming_response.create
+        try:
+            response = create(**params).__enter__()
+        except anthropic.AnthropicError as exc:
+            raise sdk_error(exc) from exc
+        except (httpx2.HTTPError, OSError) as exc:
+            raise _sse.transport_error("anthropic", exc) from exc
+        return AnthropicStream(response.http_response)
+
+    def models(self) -> list[str]:
+        """Model ids from `GET /v1/models`; the default model alone if that fails."""
+        try:
+            raw = _client(self._settings).models.with_raw_response.list(timeout=MODELS_TIMEOUT_S)
+            listed = _sse.loads(raw.http_response.read()).get("data") or []
+            ids = [m["id"] for m in listed if isinstance(m, dict) and m.get("id")]
+        except (anthropic.AnthropicError, ProviderError, httpx2.HTTPError, OSError):
+            return [self.default_model]
+        return ids or [self.default_model]
