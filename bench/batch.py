@@ -24,8 +24,11 @@ BATCH_ROWS = 1000
 INTERACTIVE_RATE_PER_S = 10  # well under one plain RQ worker's capacity
 INTERACTIVE_COUNT = {True: 60, False: 200}  # quick, full
 INTERACTIVE_MOCK = {"tokens_per_second": 200, "ttft_ms": 20, "text": "fine, thanks for asking"}
-# Long enough that the batch is still busy for the whole interactive run.
-BATCH_MOCK = {"tokens_per_second": 20, "ttft_ms": 300, "text": "row answer " * 20}
+# Rows of 1.5-4.5 s (varied, like real answers), so the batch is still busy
+# for the whole interactive run and rows do not all end in lockstep.
+BATCH_TOKENS_PER_S = 20
+BATCH_SENTENCE = "This is one sentence of a batch answer. "  # ~10 mock tokens
+BATCH_TTFT_MS = 300
 GOAL_P95_MS = 100
 
 
@@ -65,7 +68,9 @@ def summary(waits: list[float]) -> dict[str, Any]:
 def submit_batch(session: requests.Session, base: str) -> tuple[str, float]:
     """Submit the 1,000-row batch; (id, seconds the POST took)."""
     rows = [{"custom_id": f"row-{i}", "messages": [{"role": "user", "content": f"row {i}"}],
-             "mock": BATCH_MOCK} for i in range(BATCH_ROWS)]
+             "mock": {"tokens_per_second": BATCH_TOKENS_PER_S, "ttft_ms": BATCH_TTFT_MS,
+                      "text": BATCH_SENTENCE * (4 + (i * 7) % 8)}}
+            for i in range(BATCH_ROWS)]
     started = time.monotonic()
     resp = session.post(f"{base}/v1/batches", json={"requests": rows})
     resp.raise_for_status()

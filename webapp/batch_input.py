@@ -29,6 +29,10 @@ MAX_CUSTOM_ID_CHARS = 256
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
                           "application/x-jsonlines", "application/jsonlines"})
 BATCH_FIELDS = frozenset({"requests", "metadata", "idempotency_key"})
+# Nobody reads a batch row token by token: sentence-sized deltas cut the
+# event writes several-fold, which keeps the shared workers quick for
+# interactive work (bench/batch.py). A row may still ask for "none".
+BATCH_DEFAULT_BUFFER = "sentence"
 
 
 @dataclass
@@ -134,6 +138,7 @@ def _row(payload: Any, index: int, seen: set[str],
                            f"{prefix}.idempotency_key")
     if body.get("priority", "batch") != "batch":
         raise RequestError('batch rows run with priority "batch"', f"{prefix}.priority")
+    body.setdefault("buffer", BATCH_DEFAULT_BUFFER)
     request = parse_generation_request(body, max_tokens_limit=max_tokens_limit,
                                        param_prefix=f"{prefix}.")
     return custom_id, request.model_copy(update={"priority": "batch"})

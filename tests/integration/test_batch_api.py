@@ -145,6 +145,24 @@ def test_ndjson_batch_of_50_with_a_failing_row(alice: Api) -> None:
     assert lines["n-49"]["text"] == "n answer 49 ✓"
 
 
+def test_rows_default_to_sentence_sized_deltas(alice: Api) -> None:
+    text = "One short sentence. Another one here! And a third? Done."
+    rows = make_rows(2, "d", {"text": text})
+    rows[1]["buffer"] = "none"
+    created = submit(alice, rows)
+    wait_ended(alice, created["id"])
+    lines = {line["custom_id"]: line for line in results(alice, created["id"])}
+    deltas = {}
+    for custom_id, line in lines.items():
+        stream = read_stream(alice.url(f"/v1/generations/{line['generation_id']}/events"),
+                             dict(alice.session.headers))
+        deltas[custom_id] = [e.data["text"] for e in stream.events if e.event == "delta"]
+        assert "".join(deltas[custom_id]) == text == line["text"]
+    assert deltas["d-0"] == ["One short sentence.", " Another one here!", " And a third?",
+                             " Done."]
+    assert len(deltas["d-1"]) > 4  # token-sized when the row asks for buffer "none"
+
+
 @pytest.mark.parametrize(("rows_patch", "param"), [
     (lambda rows: rows[3].pop("messages"), "requests.3.messages"),
     (lambda rows: rows[5].update(max_tokens="many"), "requests.5.max_tokens"),
