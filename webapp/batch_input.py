@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 import orjson
 from flask import Request
 
@@ -26,6 +27,7 @@ from webapp.errors import ApiError
 
 MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024  # an upload may be far larger than one request
 MAX_CUSTOM_ID_CHARS = 256
+YIELD_EVERY_ROWS = 100  # rows validated between cooperative yields
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
                           "application/x-jsonlines", "application/jsonlines"})
 BATCH_FIELDS = frozenset({"requests", "metadata", "idempotency_key"})
@@ -63,6 +65,8 @@ def read_upload(request: Request, max_rows: int, max_tokens_limit: int) -> Batch
         raise ApiError(400, f"a batch holds at most {max_rows} requests", param="requests")
     seen: set[str] = set()
     for index, payload in enumerate(raw_rows):
+        if index % YIELD_EVERY_ROWS == 0:
+            gevent.sleep(0)  # validation is CPU work: let this process's streams run
         where = f" (line {line_numbers[index]})" if line_numbers else ""
         try:
             upload.rows.append(_row(payload, index, seen, max_tokens_limit))

@@ -33,7 +33,7 @@ log = logging.getLogger("spool.batches")
 
 bp = Blueprint("batches", __name__)
 
-CREATE_CHUNK = 500  # rows written per round trip
+CREATE_CHUNK = 100  # rows written per round trip (the wait on it lets streams run)
 RESULTS_PAGE = 200  # rows read per round trip while streaming results
 
 
