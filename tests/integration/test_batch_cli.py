@@ -145,3 +145,21 @@ def test_watch_resumes_when_the_web_process_dies(cstack: Stack, tmp_path: Path) 
     assert watcher.returncode == 0, err
     assert "stream interrupted" in err and "resuming after event" in err
     assert f"{batch_id} completed: 30 completed" in out
+
+
+def test_submit_a_json_file_without_watching(cstack: Stack, tmp_path: Path) -> None:
+    body = {"requests": [{"custom_id": "only", "messages": [{"role": "user", "content": "q"}],
+                          "mock": {"text": "from a .json file", "ttft_ms": 0}}],
+            "metadata": {"source": "cli"}}
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps(body))
+    sent = spool(cstack, "batch", "submit", str(path), "--no-watch")
+    assert sent.returncode == 0, sent.stderr
+    batch_id = sent.stdout.split()[1].rstrip(":")
+    assert f"spool batch watch {batch_id}" in sent.stdout
+    wait_until(lambda: json.loads(spool(cstack, "batch", "status", batch_id, "--json").stdout)[
+        "status"] == "completed", 30, 0.2, "the batch to complete")
+    info = json.loads(spool(cstack, "batch", "status", batch_id, "--json").stdout)
+    assert info["metadata"] == {"source": "cli"}
+    printed = spool(cstack, "batch", "results", batch_id)  # to stdout
+    assert json.loads(printed.stdout)["text"] == "from a .json file"
