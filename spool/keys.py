@@ -146,12 +146,15 @@ class Keys:
         ]
 
     def batches_active(self) -> str:
-        """List: batches with rows still pending, rotated by the feeder (round robin)."""
-        return f"{self.namespace}:batches:active"
+        """List: batches with rows still pending, rotated by the feeder (round robin).
+
+        Shares a hash tag with `batches_open`: a new batch joins both in one MULTI.
+        """
+        return f"{{{self.namespace}:batches}}:active"
 
     def batches_open(self) -> str:
         """Set: batches not yet ended, which the sweeper checks."""
-        return f"{self.namespace}:batches:open"
+        return f"{{{self.namespace}:batches}}:open"
 
     def batch_feed_lock(self) -> str:
         """String with a short TTL: held by the one process feeding the RQ batch queue."""

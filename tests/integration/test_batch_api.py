@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis
 
+from spool.keys import Keys
 from tests.conftest import Api
 from tests.harness import Stack, wait_until
 from tests.sseclient import read_stream
@@ -179,13 +180,13 @@ def test_invalid_row_rejected_with_its_row_number(alice: Api, bstack: Stack,
     rows = make_rows(8, "r")
     rows_patch(rows)
     client = redis.Redis.from_url(bstack.redis_url)
-    before = client.smembers(f"{bstack.namespace}:batches:open")
+    before = client.smembers(Keys(bstack.namespace).batches_open())
     resp = alice.post("/v1/batches", {"requests": rows})
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
     assert error["type"] == "invalid_request" and error["param"] == param
     assert error["message"].startswith(f"row {param.split('.')[1]}")
-    created = client.smembers(f"{bstack.namespace}:batches:open") - before
+    created = client.smembers(Keys(bstack.namespace).batches_open()) - before
     assert not created  # the batch is rejected whole
 
 
@@ -290,7 +291,7 @@ def test_cancel_drops_queued_rows_and_cancels_running_ones(alice: Api, bstack: S
 def test_cancelling_one_queued_row_counts_it_at_once(alice: Api, bstack: Stack) -> None:
     created = submit(alice, make_rows(40, "o", {"ttft_ms": 50}))
     client = redis.Redis.from_url(bstack.redis_url, decode_responses=True)
-    pending = client.lrange(f"{bstack.namespace}:batch:{{{created['id']}}}:pending", -1, -1)
+    pending = client.lrange(Keys(bstack.namespace).batch_pending(created["id"]), -1, -1)
     assert pending, "the last row should still be waiting for the feeder"
     resp = alice.post(f"/v1/generations/{pending[0]}/cancel")
     assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
@@ -346,8 +347,9 @@ def test_batch_survives_web_and_worker_restarts(make_stack: Any) -> None:
 def streaming_row(stack: Stack, batch_id: str) -> str | None:
     """A row of the batch that is running and has produced output, if any."""
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-    for gen_id in client.zrange(f"{stack.namespace}:batch:{{{batch_id}}}:dispatched", 0, -1):
-        if client.hget(f"{stack.namespace}:gen:{{{gen_id}}}:rec", "output") == "1":
+    keys = Keys(stack.namespace)
+    for gen_id in client.zrange(keys.batch_dispatched(batch_id), 0, -1):
+        if client.hget(keys.record(gen_id), "output") == "1":
             return str(gen_id)
     return None
 
