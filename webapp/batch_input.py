@@ -28,6 +28,9 @@ from webapp.errors import ApiError
 MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024  # an upload may be far larger than one request
 MAX_CUSTOM_ID_CHARS = 256
 YIELD_EVERY_ROWS = 100  # rows validated between cooperative yields
+# orjson reads 1024 levels but writes only 254: a row nesting deeper would be
+# accepted and then fail to store. Far beyond any real request.
+MAX_ROW_DEPTH = 64
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
                           "application/x-jsonlines", "application/jsonlines"})
 BATCH_FIELDS = frozenset({"requests", "metadata", "idempotency_key"})
@@ -129,6 +132,8 @@ def _row(payload: Any, index: int, seen: set[str],
     prefix = f"requests.{index}"
     if not isinstance(payload, dict):
         raise RequestError("each request must be a JSON object", prefix)
+    if _nests_deeper(payload, MAX_ROW_DEPTH):
+        raise RequestError(f"the request nests deeper than {MAX_ROW_DEPTH} levels", prefix)
     body = dict(payload)
     custom_id = body.pop("custom_id", None)
     if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= MAX_CUSTOM_ID_CHARS:
@@ -146,3 +151,18 @@ def _row(payload: Any, index: int, seen: set[str],
     request = parse_generation_request(body, max_tokens_limit=max_tokens_limit,
                                        param_prefix=f"{prefix}.")
     return custom_id, request.model_copy(update={"priority": "batch"})
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """True when containers nest deeper than `limit` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

@@ -210,6 +210,14 @@ def test_invalid_uploads(alice: Api) -> None:
         "Content-Type": "application/json"}).json()["error"]["type"] == "invalid_request"
     assert alice.post("/v1/batches", {"requests": make_rows(1, "z"), "metadata": {"k": 1}}
                       ).json()["error"]["param"] == "metadata"
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(300):  # orjson reads this but could not store it again
+        inner["a"] = inner = {}
+    rows = make_rows(2, "deep")
+    rows[1]["tools"] = [{"type": "function", "function": {"name": "f", "parameters": deep}}]
+    nested = alice.post("/v1/batches", {"requests": rows})
+    assert nested.status_code == 400 and nested.json()["error"]["param"] == "requests.1"
     unauthenticated = Api(alice.stack)
     assert unauthenticated.post("/v1/batches", {"requests": make_rows(1, "a")}
                                 ).status_code == 401
