@@ -6,6 +6,17 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+import sys  # noqa: E402
+
+# Fail before forking, with one clear line, when the configuration is wrong
+# (e.g. SPOOL_API_KEYS without a long enough SPOOL_SECRET_KEY).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spool.settings import ConfigError, Settings  # noqa: E402
+
+try:
+    Settings.from_env()
+except ConfigError as _exc:
+    sys.exit(f"spool web: configuration error: {_exc}")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
@@ -19,5 +30,8 @@ timeout = 30
 graceful_timeout = int(os.environ.get("SPOOL_WEB_GRACE_S", "20"))
 keepalive = 75  # longer than typical load balancer idle timeouts
 accesslog = "-" if os.environ.get("SPOOL_ACCESS_LOG") == "1" else None
+# The default format logs the Basic-auth user (a key, if a client sends one
+# that way) and the query string (stream tokens): log the path only.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("SPOOL_LOG_LEVEL", "info")

@@ -6,9 +6,16 @@ is a 400 rather than a silent coercion.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 MAX_MESSAGES = 1000
 MAX_CONTENT_CHARS = 500_000
@@ -18,9 +25,27 @@ MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
 MAX_MOCK_TOOL_CALLS = 16
 DEFAULT_MAX_TOKENS = 1024
+MAX_FAIL_AFTER_TOKENS = 1_000_000
+MAX_ABANDON_AFTER_S = 7 * 86400
+MAX_JSON_DEPTH = 64  # request bodies nest no deeper than this (orjson writes <= 254)
 
 Role = Literal["system", "user", "assistant", "tool"]
 ProviderName = Literal["mock", "openai", "anthropic"]
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON has one number type: 5.0 is the integer 5 (JSON Schema agrees),
+    # while "5", true and 5.5 stay errors under strict validation.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Bounds on an optional field go before the validator, or the OpenAPI document loses them.
+Int = Annotated[int, BeforeValidator(_integral_float)]
+# Expressed as types (not a validator) so the OpenAPI document states them too.
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS)]
 
 
 class _Strict(BaseModel):
@@ -71,9 +96,12 @@ class MockOptions(_Strict):
 
     text: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
     tokens_per_second: float = Field(default=40, ge=0, le=100_000)
-    ttft_ms: int = Field(default=300, ge=0, le=600_000)
+    ttft_ms: Int = Field(default=300, ge=0, le=600_000)
     chunk: Literal["token", "char"] = "token"
-    fail_after_tokens: int | None = Field(default=None, ge=0)
+    fail_after_tokens: (
+        Annotated[int, Field(ge=0, le=MAX_FAIL_AFTER_TOKENS), BeforeValidator(_integral_float)]
+        | None
+    ) = None
     fail_with: Literal["rate_limit", "server_error", "timeout", "content_filter"] = "server_error"
     tool_calls: list[MockToolCall] | None = Field(default=None, max_length=MAX_MOCK_TOOL_CALLS)
 
@@ -89,30 +117,21 @@ class GenerationRequest(_Strict):
     system: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS)
     provider: ProviderName | None = None
     model: str | None = Field(default=None, min_length=1, max_length=200)
-    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    max_tokens: Int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     buffer: Literal["none", "word", "sentence"] = "none"
     priority: Literal["interactive", "batch"] = "interactive"
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict, max_length=MAX_METADATA_KEYS
+    )
     mock: MockOptions = Field(default_factory=MockOptions)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
-    abandon_after_s: int | None = Field(default=None, ge=1)
+    abandon_after_s: (
+        Annotated[int, Field(ge=1, le=MAX_ABANDON_AFTER_S), BeforeValidator(_integral_float)]
+        | None
+    ) = None
     response_format: ResponseFormat | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_METADATA_KEYS:
-            raise ValueError(f"at most {MAX_METADATA_KEYS} metadata keys")
-        for key, item in value.items():
-            if not key or len(key) > MAX_METADATA_KEY_CHARS:
-                raise ValueError(f"metadata keys must be 1-{MAX_METADATA_KEY_CHARS} characters")
-            if len(item) > MAX_METADATA_VALUE_CHARS:
-                raise ValueError(
-                    f"metadata values must be at most {MAX_METADATA_VALUE_CHARS} characters"
-                )
-        return value
 
 
 class RequestError(ValueError):
@@ -127,7 +146,11 @@ class RequestError(ValueError):
 def first_error(exc: ValidationError, prefix: str = "") -> RequestError:
     """The first validation error, as a message and a dotted `param`."""
     err = exc.errors(include_url=False)[0]
-    loc = ".".join(str(part) for part in err["loc"])
+    # A bad dict key is reported at ("metadata", "<key>", "[key]"): name the dict.
+    parts = list(err["loc"])
+    if parts and parts[-1] == "[key]":
+        parts = parts[:-2]
+    loc = ".".join(str(part) for part in parts)
     param = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or None)
     message = err["msg"]
     if err["type"] == "extra_forbidden":

@@ -93,6 +93,9 @@ class Settings:
     fallback_providers: tuple[str, ...] = ()
     rate_limit: int = 600
     max_active: int = 100
+    # True when SPOOL_RATE_LIMIT or SPOOL_MAX_ACTIVE was set explicitly: then
+    # the limits apply even in dev mode (without keys they apply only then).
+    limits_configured: bool = False
     retention_s: int = 86400
     tombstone_s: int = 7 * 86400
     worker_slots: int = 200
@@ -155,6 +158,9 @@ class Settings:
             fallback_providers=fallbacks,
             rate_limit=_int(env, "SPOOL_RATE_LIMIT", 600, 1),
             max_active=_int(env, "SPOOL_MAX_ACTIVE", 100, 1),
+            limits_configured=any(
+                env.get(name, "").strip() for name in ("SPOOL_RATE_LIMIT", "SPOOL_MAX_ACTIVE")
+            ),
             retention_s=_int(env, "SPOOL_RETENTION_S", 86400, 1),
             tombstone_s=_int(env, "SPOOL_TOMBSTONE_S", 7 * 86400, 1),
             worker_slots=_int(env, "SPOOL_WORKER_SLOTS", 200, 1),

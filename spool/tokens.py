@@ -29,6 +29,8 @@ def sign_stream_token(secret: str, gen_id: str, ttl_s: int, now: float | None = 
 
 def verify_stream_token(secret: str, gen_id: str, token: str, now: float | None = None) -> bool:
     """True when `token` was signed for `gen_id` and has not expired."""
+    if not token.isascii():  # compare_digest refuses non-ASCII str (a 500, not a 401)
+        return False
     expires_text, sep, mac = token.partition(_SEPARATOR)
     if not sep or not expires_text.isdigit() or len(expires_text) > 12:
         return False

@@ -128,8 +128,11 @@ def stack(redis_server: Any) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack)
+def api(stack: Stack) -> Iterator[Api]:
+    client = Api(stack)
+    yield client
+    # An idle keep-alive socket would hold the web's graceful stop for its whole grace (20 s).
+    client.session.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

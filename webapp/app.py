@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, batches, facade, ops, stream
+from webapp import api, batches, cors, facade, openapi, ops, stream
 from webapp.errors import register_error_handlers
 from webapp.services import Services
 
@@ -22,7 +22,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["spool"] = Services.build(settings)
     register_error_handlers(app)
-    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, batches.bp):
+    cors.install(app, settings)
+    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, openapi.bp, batches.bp):
         app.register_blueprint(blueprint)
     if not settings.auth_enabled:
         log.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from flask import request
@@ -9,6 +10,7 @@ from flask import request
 from spool.settings import Settings
 from spool.tokens import sign_stream_token, verify_stream_token
 from webapp.errors import ApiError
+from webapp.limits import count_request
 
 DEV_TENANT = "dev"
 # Signs stream tokens in dev mode (auth off), where tokens are not checked.
@@ -24,23 +26,39 @@ def bearer_key() -> str | None:
     return credential.strip()
 
 
+def _fingerprint(key: str) -> bytes:
+    # Comparing fixed-length digests hides the length of the configured keys too.
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 def tenant_for_key(settings: Settings, key: str) -> str | None:
-    """Tenant owning `key`, compared in constant time against every key."""
+    """Tenant owning `key`, compared in constant time against every key.
+
+    The loop never stops early, so the time taken does not tell which key
+    (or how much of one) matched.
+    """
     found = None
+    offered = _fingerprint(key)
     for known, tenant in settings.api_keys.items():
-        if hmac.compare_digest(known.encode(), key.encode()):
+        if hmac.compare_digest(_fingerprint(known), offered):
             found = tenant
     return found
 
 
 def authenticate(settings: Settings) -> str:
-    """The calling tenant, or 401. Dev mode (no keys configured) is tenant `dev`."""
+    """The calling tenant, or 401; then 429 past the key's rate limit.
+
+    Dev mode (no keys configured) is tenant `dev`.
+    """
     if not settings.auth_enabled:
+        count_request(settings, f"tenant:{DEV_TENANT}")
         return DEV_TENANT
     key = bearer_key()
     tenant = tenant_for_key(settings, key) if key else None
-    if tenant is None:
+    if tenant is None or key is None:
+        # The message never echoes what was sent: a near-miss key is still a secret.
         raise ApiError(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    count_request(settings, f"key:{key}")
     return tenant
 
 

@@ -7,24 +7,69 @@ from typing import Any
 import orjson
 from flask import Request
 
+from spool.schemas import MAX_JSON_DEPTH
 from webapp.errors import ApiError
 
 
-def require_json_object(request: Request) -> dict[str, Any]:
-    """Decode the body as a JSON object or raise the matching ApiError.
+def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when `value` nests containers deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
-    orjson rejects NaN/Infinity, invalid UTF-8 and nesting past 1024 levels,
-    which is exactly what a strict API should refuse.
+
+def decode_json(raw: bytes) -> Any:
+    """Strict JSON, or a 400 ApiError.
+
+    orjson rejects NaN/Infinity, invalid UTF-8, lone surrogates and nesting
+    past 1024 levels; the depth check keeps every accepted body well inside
+    what orjson can write back out (254 levels), so nothing accepted here can
+    fail later as a 500.
     """
-    if request.mimetype != "application/json":
-        raise ApiError(415, "Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     if not raw.strip():
         raise ApiError(400, "request body is empty")
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc.msg}") from None
+    if json_depth_exceeds(payload):
+        raise ApiError(400, f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    return payload
+
+
+def read_body(request: Request) -> bytes:
+    """The raw body, or 413 past the size limit.
+
+    With a Content-Length, werkzeug refuses an oversized body up front. A
+    chunked body has no length, and werkzeug would silently cut it at the
+    limit (turning a too-large body into "malformed JSON"), so it is read
+    here with one byte to spare to tell the two apart.
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return request.get_data(cache=False)
+    raw: bytes = request.environ["wsgi.input"].read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, "request body is too large")
+    return raw
+
+
+def require_json_object(request: Request) -> dict[str, Any]:
+    """Decode the body as a JSON object or raise the matching ApiError (415/413/400)."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "Content-Type must be application/json")
+    raw = read_body(request)
+    payload = decode_json(raw)
     if not isinstance(payload, dict):
         raise ApiError(400, "request body must be a JSON object")
     return payload

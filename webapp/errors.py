@@ -75,7 +75,7 @@ def _http_exception(exc: HTTPException) -> Response:
     return response
 
 
-def _redis_down(exc: redis.RedisError) -> Response:
+def _redis_down(exc: Exception) -> Response:
     log.warning("redis unavailable: %s", type(exc).__name__)
     return error_response(ApiError(503, "the event store is unavailable; retry shortly",
                                    headers={"Retry-After": "1"}))
@@ -93,4 +93,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(redis.ConnectionError, _redis_down)
     app.register_error_handler(redis.TimeoutError, _redis_down)
     app.register_error_handler(redis.exceptions.BusyLoadingError, _redis_down)
+    # A full (maxmemory) or read-only (failing-over) Redis is unavailable too, not a bug.
+    app.register_error_handler(redis.exceptions.OutOfMemoryError, _redis_down)
+    app.register_error_handler(redis.exceptions.ReadOnlyError, _redis_down)
     app.register_error_handler(Exception, _unexpected)

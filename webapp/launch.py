@@ -14,6 +14,7 @@ from spool.queue import enqueue_generation
 from spool.schemas import GenerationRequest
 from webapp.errors import ApiError
 from webapp.hub import Live
+from webapp.limits import release_active, reserve_active
 from webapp.services import Services
 
 IDEMPOTENCY_TTL_S = 86400
@@ -49,7 +50,11 @@ def start_generation(
     *,
     batch_id: str | None = None,
 ) -> tuple[str, bool]:
-    """Create and enqueue a generation; returns (id, whether it already existed)."""
+    """Create and enqueue a generation; returns (id, whether it already existed).
+
+    Outside batches (whose rows queue behind interactive work by design) a
+    new generation takes one of the tenant's SPOOL_MAX_ACTIVE places, or 429.
+    """
     provider, model = resolve_provider(svc, request)
     gen_id = new_generation_id()
     if request.idempotency_key:
@@ -60,10 +65,16 @@ def start_generation(
         abandon = request.abandon_after_s
     else:
         abandon = svc.settings.abandon_after_s
-    svc.generations.create(
-        gen_id, tenant, request, provider=provider, model=model,
-        abandon_after_s=abandon, batch_id=batch_id,
-    )
+    if batch_id is None:
+        reserve_active(svc, tenant, gen_id)
+    try:
+        svc.generations.create(
+            gen_id, tenant, request, provider=provider, model=model,
+            abandon_after_s=abandon, batch_id=batch_id,
+        )
+    except BaseException:
+        release_active(svc, tenant, gen_id)
+        raise
     try:
         enqueue_generation(
             svc.rq_redis, svc.keys, gen_id, request.priority, svc.settings.job_timeout_s

@@ -41,7 +41,7 @@ SSE_HEADERS = {
 def _parse_position(raw: str | None, param: str) -> int | None:
     if raw is None:
         return None
-    text = raw.strip()
+    text = raw  # no stripping: " 1", "\xa01" are malformed, not 1 (HTTP already trims OWS)
     if not text.isascii() or not text.isdigit() or len(text) > 16 or int(text) > MAX_EVENT_ID:
         raise ApiError(400, f"{param} must be a non-negative integer", param=param)
     return int(text)

@@ -25,6 +25,7 @@ def beat_forever(ctx: WorkerContext) -> None:
             pipe = ctx.redis.pipeline(transaction=False)
             pipe.zadd(key, {ctx.worker_id: now})
             pipe.zremrangebyscore(key, "-inf", now - 3600)
+            pipe.expire(key, 3600)  # every key has a TTL: gone an hour after the last worker
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", type(exc).__name__)

@@ -1,0 +1,214 @@
+"""Response and event schemas (pydantic), for the OpenAPI document.
+
+Requests are validated by `spool.schemas`; these models describe what the
+server answers, so `GET /openapi.json` states both sides from code, and the
+fuzz test checks every response against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+FinishReason = Literal[
+    "stop", "length", "tool_calls", "content_filter", "cancelled", "abandoned", "error"
+]
+
+
+class _Out(BaseModel):
+    # Responses may grow fields (additive changes are not breaking).
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(_Out):
+    type: str
+    message: str
+    param: str | None
+
+
+class ErrorBody(_Out):
+    """Every non-2xx JSON response."""
+
+    error: ErrorDetail
+
+
+class TimeoutBody(ErrorBody):
+    """`POST /v1/chat` past its time limit: the generation keeps running."""
+
+    id: str
+
+
+class CreatedGeneration(_Out):
+    id: str = Field(pattern=r"^gen_[A-Za-z0-9_-]{22,}$")
+    object: Literal["generation"]
+    status: Status
+    stream_url: str
+    created_at: str
+
+
+class ToolCallView(_Out):
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class Usage(_Out):
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+class Metrics(_Out):
+    queue_ms: int | None
+    ttft_ms: int | None
+    duration_ms: int | None
+    tokens_per_second: float | None
+
+
+class GenerationError(_Out):
+    type: str
+    message: str
+
+
+class GenerationView(_Out):
+    """`GET /v1/generations/{id}` and the `200` of `POST /v1/chat`."""
+
+    id: str
+    object: Literal["generation"]
+    status: Status
+    provider: str
+    model: str
+    text: str
+    tool_calls: list[ToolCallView]
+    finish_reason: FinishReason | None
+    usage: Usage | None
+    error: GenerationError | None
+    metrics: Metrics
+    last_event_id: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    metadata: dict[str, str]
+    parsed: Any = None
+
+
+class CancelAccepted(_Out):
+    id: str
+    status: Status
+
+
+class ModelEntry(_Out):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(_Out):
+    object: Literal["list"]
+    data: list[ModelEntry]
+
+
+class Health(_Out):
+    status: str
+
+
+class Readiness(_Out):
+    status: str
+    redis: bool
+    workers: int
+
+
+# -- the `data:` of each SSE event ---------------------------------------------
+class StatusEvent(_Out):
+    status: Literal["queued", "in_progress"]
+
+
+class DeltaEvent(_Out):
+    text: str
+
+
+class ToolCallEvent(_Out):
+    index: int
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class NoticeEvent(_Out):
+    message: str
+
+
+class DoneEvent(_Out):
+    finish_reason: FinishReason
+    usage: Usage | None
+    metrics: Metrics
+
+
+class ErrorEvent(_Out):
+    type: str
+    message: str
+    retryable: bool
+
+
+class CancelledEvent(_Out):
+    reason: Literal["user", "abandoned"]
+
+
+EVENT_SCHEMAS: dict[str, type[BaseModel]] = {
+    "status": StatusEvent,
+    "delta": DeltaEvent,
+    "tool_call": ToolCallEvent,
+    "notice": NoticeEvent,
+    "done": DoneEvent,
+    "error": ErrorEvent,
+    "cancelled": CancelledEvent,
+}
+
+
+# -- the OpenAI-compatible facade (OpenAI's shapes) -----------------------------
+class OpenAIErrorDetail(_Out):
+    message: str
+    type: str
+    param: str | None
+    # Absent when the path matched no route at all (the core's 404 answers then).
+    code: str | None = None
+
+
+class OpenAIErrorBody(_Out):
+    """Errors of `/v1/chat/completions` and `/v1/models…`, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+
+class ChatCompletionRequest(_Out):
+    """OpenAI's Chat Completions request, as far as Spool honours it.
+
+    `model` may be prefixed `openai/`, `anthropic/` or `mock/`. The facade's
+    translator validates the rest (docs/facade.md): sampling hints Spool does
+    not forward are accepted and ignored, anything that would change the
+    answer's shape is refused.
+    """
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+
+
+class ChatCompletion(_Out):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None
