@@ -16,6 +16,7 @@ import orjson
 from flask import Request
 
 from spool.schemas import (
+    MAX_JSON_DEPTH,
     MAX_METADATA_KEY_CHARS,
     MAX_METADATA_KEYS,
     MAX_METADATA_VALUE_CHARS,
@@ -23,14 +24,15 @@ from spool.schemas import (
     RequestError,
     parse_generation_request,
 )
+from webapp.body import json_depth_exceeds, read_body
 from webapp.errors import ApiError
 
 MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024  # an upload may be far larger than one request
 MAX_CUSTOM_ID_CHARS = 256
 YIELD_EVERY_ROWS = 100  # rows validated between cooperative yields
-# orjson reads 1024 levels but writes only 254: a row nesting deeper would be
-# accepted and then fail to store. Far beyond any real request.
-MAX_ROW_DEPTH = 64
+# A row sits two levels down a JSON body, so this matches the limit on a
+# single request's body (orjson reads 1024 levels but writes only 254).
+MAX_ROW_DEPTH = MAX_JSON_DEPTH - 2
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
                           "application/x-jsonlines", "application/jsonlines"})
 BATCH_FIELDS = frozenset({"requests", "metadata", "idempotency_key"})
@@ -79,7 +81,7 @@ def read_upload(request: Request, max_rows: int, max_tokens_limit: int) -> Batch
 
 
 def _json_body(request: Request) -> tuple[list[Any], BatchUpload]:
-    raw = request.get_data(cache=False)  # raises 413 past the limit
+    raw = read_body(request)  # 413 past the limit, chunked uploads included
     try:
         payload = orjson.loads(raw) if raw.strip() else None
     except orjson.JSONDecodeError as exc:
@@ -102,7 +104,7 @@ def _json_body(request: Request) -> tuple[list[Any], BatchUpload]:
 def _ndjson_body(request: Request) -> tuple[list[Any], list[int]]:
     rows: list[Any] = []
     line_numbers: list[int] = []
-    for number, line in enumerate(request.get_data(cache=False).splitlines(), start=1):
+    for number, line in enumerate(read_body(request).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -132,7 +134,7 @@ def _row(payload: Any, index: int, seen: set[str],
     prefix = f"requests.{index}"
     if not isinstance(payload, dict):
         raise RequestError("each request must be a JSON object", prefix)
-    if _nests_deeper(payload, MAX_ROW_DEPTH):
+    if json_depth_exceeds(payload, MAX_ROW_DEPTH):
         raise RequestError(f"the request nests deeper than {MAX_ROW_DEPTH} levels", prefix)
     body = dict(payload)
     custom_id = body.pop("custom_id", None)
@@ -152,17 +154,3 @@ def _row(payload: Any, index: int, seen: set[str],
                                        param_prefix=f"{prefix}.")
     return custom_id, request.model_copy(update={"priority": "batch"})
 
-
-def _nests_deeper(value: Any, limit: int) -> bool:
-    """True when containers nest deeper than `limit` (iterative: no recursion limit)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(
-            item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
