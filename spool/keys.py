@@ -88,6 +88,14 @@ class Keys:
         """Sorted set: live worker id -> last heartbeat (s)."""
         return f"{self.namespace}:workers"
 
+    def metric_counters(self) -> str:
+        """Hash: cluster-wide counters and histogram buckets (field = series)."""
+        return f"{self.namespace}:metrics:counters"
+
+    def metric_gauges(self) -> str:
+        """Hash: per-process gauge snapshots (field = process id, JSON value)."""
+        return f"{self.namespace}:metrics:gauges"
+
     def cancel_channel(self) -> str:
         """Pub/sub channel on which cancel requests are announced to workers."""
         return f"{self.namespace}:control"

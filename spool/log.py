@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import redis
+from redis.cluster import ClusterPipeline
 
 from spool.events import DELTA, TERMINAL_EVENTS, TOOL_CALL, LogEntry, decode_entry
 from spool.keys import Keys
@@ -27,8 +28,17 @@ APPENDED_AFTER_END = -2  # the log already has its terminal event
 _APPEND_LUA = """
 -- KEYS: 1 record, 2 log, 3 text, 4 tool calls, 5 tombstone, 6 channel
 -- ARGV: 1 event, 2 data, 3 text, 4 terminal flag, 5 live ttl, 6 final ttl,
---       7 tombstone ttl, 8 publish command, 9.. record field/value pairs
+--       7 tombstone ttl, 8 publish command, 9 writer id, 10 writer's number
+--       for this append (9 and 10 empty: no deduplication), 11.. record
+--       field/value pairs
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[9] ~= '' then
+  -- A resend after a lost reply: applied already, so answer as before.
+  local seen = redis.call('HMGET', KEYS[1], 'w_id', 'w_n', 'w_seq')
+  if seen[1] == ARGV[9] and tonumber(seen[2]) >= tonumber(ARGV[10]) then
+    return tonumber(seen[3])
+  end
+end
 if redis.call('HEXISTS', KEYS[1], 'ended') == 1 then return -2 end
 local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
 local entry = seq .. ' ' .. ARGV[1] .. ' ' .. ARGV[2]
@@ -41,7 +51,10 @@ end
 if ARGV[1] == 'tool_call' then
   if redis.call('RPUSH', KEYS[4], ARGV[2]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
 end
-if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'w_id', ARGV[9], 'w_n', ARGV[10], 'w_seq', seq)
+end
+if #ARGV > 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 11)) end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], 'ended', seq)
   for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
@@ -90,6 +103,11 @@ class EventLog:
         self.publish_command = publish_command
         self._script = client.register_script(_APPEND_LUA)
 
+    @property
+    def script(self) -> Any:
+        """The registered append script (`.sha`, `.script`) for raw pipelining."""
+        return self._script
+
     def _call(
         self,
         pipe: Any,
@@ -98,6 +116,29 @@ class EventLog:
         data: Mapping[str, Any] | str,
         fields: Mapping[str, Any] | None,
     ) -> Any:
+        keys, args = self.arguments(gen_id, event, data, fields)
+        if pipe is not self.client and isinstance(pipe, ClusterPipeline):
+            # redis-py blocks EVALSHA in Cluster pipelines (it cannot load a
+            # missing script mid-pipeline); EVAL carries the script itself,
+            # so a failed-over node with an empty script cache still works.
+            return pipe.execute_command("EVAL", _APPEND_LUA, len(keys), *keys, *args)
+        return self._script(keys=keys, args=args, client=pipe)
+
+    def arguments(
+        self,
+        gen_id: str,
+        event: str,
+        data: Mapping[str, Any] | str,
+        fields: Mapping[str, Any] | None = None,
+        writer: tuple[str, int] | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """The append script's KEYS and ARGV for one event (for callers that pack
+        many appends themselves, like the worker's batched writer).
+
+        `writer` = (writer id, increasing number per generation) makes the
+        append idempotent: resending it after a lost reply returns the seq it
+        got the first time instead of appending it twice.
+        """
         k = self.keys
         payload = data if isinstance(data, str) else dumps(data)
         text = ""
@@ -112,6 +153,7 @@ class EventLog:
             self.retention.final_s,
             self.retention.tombstone_s,
             self.publish_command,
+            *(writer if writer is not None else ("", "")),
         ]
         updates = dict(fields or {})
         if event in (DELTA, TOOL_CALL):
@@ -126,7 +168,7 @@ class EventLog:
             k.tombstone(gen_id),
             k.channel(gen_id),
         ]
-        return self._script(keys=keys, args=args, client=pipe)
+        return keys, args
 
     def append(
         self,

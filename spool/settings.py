@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PROVIDERS = ("mock", "openai", "anthropic")
 MIN_SECRET_LEN = 32
+LOG_FORMATS = ("auto", "json", "text")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,15 @@ def _optional_int(env: Mapping[str, str], name: str, minimum: int = 1) -> int | 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _tristate(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name, "").strip().lower()
+    if raw in {"", "auto"}:
+        return None
+    if raw in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return raw in {"1", "true", "yes", "on"}
+    raise ConfigError(f"{name} must be 1, 0 or auto, got {raw!r}")
 
 
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -115,6 +125,9 @@ class Settings:
     first_token_timeout_s: float = 60.0
     idle_timeout_s: float = 60.0
     max_batch_rows: int = 50000
+    redis_cluster: bool | None = None  # None: detect at connect time
+    metrics_flush_s: float = 5.0
+    log_format: str = "auto"  # auto (JSON unless stderr is a TTY), json, text
 
     @property
     def auth_enabled(self) -> bool:
@@ -141,6 +154,9 @@ class Settings:
         batch_share = _float(env, "SPOOL_BATCH_SHARE", 0.75)
         if batch_share > 1:
             raise ConfigError("SPOOL_BATCH_SHARE must be between 0 and 1")
+        log_format = env.get("SPOOL_LOG_FORMAT", "").strip().lower() or "auto"
+        if log_format not in LOG_FORMATS:
+            raise ConfigError(f"SPOOL_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         namespace = env.get("SPOOL_NAMESPACE", "").strip() or "spool"
         if not namespace.replace("_", "").replace("-", "").isalnum():
             raise ConfigError("SPOOL_NAMESPACE may hold only letters, digits, '-' and '_'")
@@ -180,4 +196,7 @@ class Settings:
             first_token_timeout_s=_float(env, "SPOOL_FIRST_TOKEN_TIMEOUT_S", 60.0, 0.1),
             idle_timeout_s=_float(env, "SPOOL_IDLE_TIMEOUT_S", 60.0, 0.1),
             max_batch_rows=_int(env, "SPOOL_MAX_BATCH_ROWS", 50000, 1),
+            redis_cluster=_tristate(env, "SPOOL_REDIS_CLUSTER"),
+            metrics_flush_s=_float(env, "SPOOL_METRICS_FLUSH_S", 5.0, 0.05),
+            log_format=log_format,
         )

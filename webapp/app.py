@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, batches, cors, facade, openapi, ops, stream
+from webapp import api, batches, cors, facade, leases, metrics, openapi, ops, stream
 from webapp.errors import register_error_handlers
 from webapp.services import Services
 
@@ -23,8 +23,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["spool"] = Services.build(settings)
     register_error_handlers(app)
     cors.install(app, settings)
+    leases.init_app(app)
     for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, openapi.bp, batches.bp):
         app.register_blueprint(blueprint)
+    metrics.init_app(app)
     if not settings.auth_enabled:
         log.warning(
             "SPOOL_API_KEYS is not set: authentication is OFF and every caller is tenant "

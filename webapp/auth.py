@@ -7,6 +7,7 @@ import hmac
 
 from flask import request
 
+from spool import logs
 from spool.settings import Settings
 from spool.tokens import sign_stream_token, verify_stream_token
 from webapp.errors import ApiError
@@ -51,6 +52,7 @@ def authenticate(settings: Settings) -> str:
     Dev mode (no keys configured) is tenant `dev`.
     """
     if not settings.auth_enabled:
+        logs.bind(tenant=DEV_TENANT)
         count_request(settings, f"tenant:{DEV_TENANT}")
         return DEV_TENANT
     key = bearer_key()
@@ -58,6 +60,7 @@ def authenticate(settings: Settings) -> str:
     if tenant is None or key is None:
         # The message never echoes what was sent: a near-miss key is still a secret.
         raise ApiError(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    logs.bind(tenant=tenant)
     count_request(settings, f"key:{key}")
     return tenant
 

@@ -34,6 +34,22 @@ KEEPALIVE_S = 10.0  # PING the subscriber connection this often
 STALE_AFTER_S = 3 * KEEPALIVE_S  # no bytes for this long: the connection is dead
 
 
+@dataclass(frozen=True)
+class PubSubVerbs:
+    """The commands and reply kinds of one pub/sub flavour."""
+
+    subscribe: str
+    unsubscribe: str
+    message: bytes
+    confirmed: bytes
+
+
+CLASSIC = PubSubVerbs("SUBSCRIBE", "UNSUBSCRIBE", b"message", b"subscribe")
+# Redis 7 sharded pub/sub (Cluster): the connection must be to the shard
+# that owns the channel's slot (see webapp/shardhub.py).
+SHARDED = PubSubVerbs("SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"ssubscribe")
+
+
 class HubUnavailable(Exception):
     """The hub could not confirm a subscription (Redis unreachable)."""
 
@@ -99,7 +115,8 @@ class _Channel:
 class Hub:
     """Fan-out of Redis pub/sub messages to local readers."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, verbs: PubSubVerbs = CLASSIC) -> None:
+        self._verbs = verbs
         self._pool = redis.ConnectionPool.from_url(
             url, protocol=2, socket_timeout=None, socket_keepalive=True
         )
@@ -117,7 +134,7 @@ class Hub:
         state = self._channels.get(channel)
         if state is None:
             state = self._channels[channel] = _Channel()
-            self._send("SUBSCRIBE", channel)
+            self._send(self._verbs.subscribe, channel)
         sub = Subscription(channel)
         state.subs.add(sub)
         state.idle_since = None
@@ -178,7 +195,7 @@ class Hub:
         self._connected.set()
         with self._send_lock:
             for channel in list(self._channels):
-                conn.send_command("SUBSCRIBE", channel)
+                conn.send_command(self._verbs.subscribe, channel)
         log.info("hub connected; %d channels", len(self._channels))
 
     def _drop_connection(self) -> None:
@@ -199,9 +216,9 @@ class Hub:
             reply = conn.read_response(timeout=None, disconnect_on_error=False)
             self._last_read = time.monotonic()
             kind = reply[0]
-            if kind == b"message":
+            if kind == self._verbs.message:
                 self._dispatch(reply[1].decode(), reply[2])
-            elif kind == b"subscribe":
+            elif kind == self._verbs.confirmed:
                 state = self._channels.get(reply[1].decode())
                 if state is not None:
                     state.confirmed.set()
@@ -222,7 +239,7 @@ class Hub:
             for channel, state in list(self._channels.items()):
                 if state.idle_since is not None and now - state.idle_since >= LINGER_S:
                     del self._channels[channel]
-                    self._send("UNSUBSCRIBE", channel)
+                    self._send(self._verbs.unsubscribe, channel)
             if self._connected.is_set():
                 if now - self._last_read > STALE_AFTER_S:
                     log.warning("hub connection silent for %.0fs; reconnecting", STALE_AFTER_S)

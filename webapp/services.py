@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from flask import current_app
 from redis import Redis
 
-from spool.connection import connect, connect_rq
+from spool.connection import check_rq_url, connect, connect_rq, is_cluster, publish_command
 from spool.generations import Generations
 from spool.keys import Keys
 from spool.log import EventLog, Retention
 from spool.settings import Settings
 from webapp.hub import Hub
+from webapp.shardhub import ShardedHub, make_hub
 
 REDIS_POOL_SIZE = 200  # commands are short; bounded so a spike cannot exhaust Redis
 
@@ -27,17 +28,19 @@ class Services:
     keys: Keys
     log: EventLog
     generations: Generations
-    hub: Hub
+    hub: Hub | ShardedHub
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """Create clients (lazy: no connection is opened until first use)."""
-        client = connect(settings.redis_url, max_connections=REDIS_POOL_SIZE)
+        client = connect(settings.redis_url, max_connections=REDIS_POOL_SIZE,
+                         cluster=settings.redis_cluster)
+        check_rq_url(settings.redis_url, settings.rq_redis_url, is_cluster(client))
         keys = Keys(settings.namespace)
         retention = Retention.from_settings(
             settings.retention_s, settings.job_timeout_s, settings.tombstone_s
         )
-        event_log = EventLog(client, keys, retention)
+        event_log = EventLog(client, keys, retention, publish_command=publish_command(client))
         return cls(
             settings=settings,
             redis=client,
@@ -45,7 +48,7 @@ class Services:
             keys=keys,
             log=event_log,
             generations=Generations(client, keys, event_log),
-            hub=Hub(settings.redis_url),
+            hub=make_hub(settings.redis_url, client),
         )
 
 

@@ -16,8 +16,10 @@ import redis
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
+from spool import logs
 from spool.events import DELTA, LogEntry
 from spool.log import dumps
+from spool.metrics import RECORDER, STREAMS
 from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
@@ -165,6 +167,7 @@ def open_stream(svc: Services, gen_id: str) -> Response:
     tenant = None if "token" in request.args else authenticate(svc.settings)
     record = find_generation(svc, gen_id, tenant)
     authorize_stream(svc.settings, gen_id, record.get("tenant", ""))
+    logs.bind(tenant=record.get("tenant"))
     ended = int(record.get("ended", 0))
     after, opening = resume.after, None
     if resume.offset is not None:
@@ -174,4 +177,5 @@ def open_stream(svc: Services, gen_id: str) -> Response:
         return Response(status=204)
     elif after > int(record.get("last_seq", 0)) and not ended:
         raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
+    RECORDER.inc(STREAMS)
     return _event_stream(relay(svc, gen_id, after, opening))

@@ -16,12 +16,14 @@ from typing import Any
 
 import orjson
 
+from spool import logs
 from spool.clock import now_ms
 from spool.events import CANCELLED, DELTA, DONE, ERROR, NOTICE, STATUS, TOOL_CALL
 from spool.generations import cancel_fields
+from spool.metrics import Observation
 from worker.coalesce import Coalescer
 from worker.context import WorkerContext
-from worker.control import Cancelled, Handle
+from worker.control import Cancelled, Handle, JobTimeout
 from worker.providers import get_provider
 from worker.providers.base import (
     Finish,
@@ -86,6 +88,9 @@ class Runner:
     def __init__(self, ctx: WorkerContext, gen_id: str) -> None:
         self.ctx = ctx
         self.gen_id = gen_id
+        self.obs: Observation | None = None
+        self.request: dict[str, Any] = {}
+        self.progress: Progress | None = None
 
     def emit(self, event: str, data: Any, fields: dict[str, Any] | None = None,
              *, wait: bool = False) -> int | None:
@@ -101,6 +106,10 @@ class Runner:
         handle = self.ctx.watcher.register(self.gen_id)
         started = now_ms()
         progress = Progress(started_ms=started, queue_ms=started - int(record["created_ms"]))
+        self.obs = Observation(request["provider"], record.get("priority", "interactive"),
+                               progress.queue_ms / 1000.0)
+        logs.bind(generation_id=self.gen_id, tenant=record.get("tenant"))
+        self.request, self.progress = request, progress
         try:
             if record.get("cancel"):
                 raise Cancelled(record["cancel"])
@@ -112,12 +121,17 @@ class Runner:
             self._stream(request, handle, progress)
         except Cancelled as cancel:
             self._end_cancelled(cancel.reason, progress)
+        except JobTimeout as timeout:
+            self._end_error("timeout", str(timeout), True, progress)
+            raise  # the worker records the RQ job as failed
         except ProviderError as exc:
             self._end_error(exc.type, exc.message, exc.retryable, progress)
         except Exception:
             log.exception("generation %s failed unexpectedly", self.gen_id)
             self._end_error("provider_error", "internal error while generating", True, progress)
         finally:
+            self.obs.close()
+            logs.unbind("generation_id", "tenant")
             self.ctx.watcher.unregister(self.gen_id)
             self.ctx.writer.forget(self.gen_id)
 
@@ -141,6 +155,8 @@ class Runner:
         coalescer = Coalescer(request.get("buffer") or "none")
 
         def notify(message: str) -> None:
+            if self.obs is not None:
+                self.obs.retry()
             self.emit(NOTICE, {"message": message})
 
         stream = open_stream(self.ctx, request, notify)
@@ -168,6 +184,8 @@ class Runner:
         self._finish(request, progress, {k: v for k, v in served.items() if v})
 
     def _on_text(self, text: str, coalescer: Coalescer, progress: Progress) -> None:
+        if self.obs is not None:
+            self.obs.text_piece()
         if progress.first_token_ms is None:
             progress.first_token_ms = now_ms()
         progress.output_chunks += 1
@@ -206,21 +224,44 @@ class Runner:
                 raise ProviderError("invalid_json", "the answer is not valid JSON") from None
             data["parsed"] = parsed
             fields["parsed"] = orjson.dumps(parsed).decode()
-        self.emit(DONE, data, fields, wait=True)
+        self._ended(self.emit(DONE, data, fields, wait=True), "completed", progress.finish)
 
     def _end_error(self, error_type: str, message: str, retryable: bool,
                    progress: Progress) -> None:
         metrics = progress.metrics()
-        self.emit(ERROR, {"type": error_type, "message": message, "retryable": retryable}, {
+        seq = self.emit(ERROR, {"type": error_type, "message": message, "retryable": retryable}, {
             "status": "failed", "finish_reason": "error",
             "error": {"type": error_type, "message": message},
             "usage": progress.usage_data(), "metrics": metrics, "finished_ms": now_ms(),
         }, wait=True)
+        self._ended(seq, "failed", "error", error_type)
 
     def _end_cancelled(self, reason: str, progress: Progress) -> None:
         fields = cancel_fields(reason)
         fields.update(usage=progress.usage_data(), metrics=progress.metrics())
-        self.emit(CANCELLED, {"reason": reason}, fields, wait=True)
+        seq = self.emit(CANCELLED, {"reason": reason}, fields, wait=True)
+        self._ended(seq, "cancelled", str(fields["finish_reason"]))
+
+    def _ended(self, seq: int | None, outcome: str, finish_reason: str,
+               error_type: str | None = None) -> None:
+        """Count and log the end, once this runner's terminal event was written."""
+        if seq is None or seq < 0 or self.obs is None:
+            return
+        self.obs.end(outcome, finish_reason, error_type)
+        log.info("generation ended", extra={
+            "outcome": outcome, "finish_reason": finish_reason, "error_type": error_type,
+            "provider": self.obs.provider, "last_seq": seq,
+            # Only a length unless SPOOL_LOG_CONTENT=1.
+            "prompt": logs.content(_prompt_text(self.request)),
+            "answer": logs.content("".join(self.progress.text_parts if self.progress else [])),
+        })
+
+
+def _prompt_text(request: dict[str, Any]) -> str:
+    """The system prompt and messages, as one string for the log."""
+    parts = [str(request.get("system") or "")]
+    parts.extend(str(m.get("content", "")) for m in request.get("messages", []))
+    return "\n".join(p for p in parts if p)
 
 
 def run_generation(ctx: WorkerContext, gen_id: str) -> None:

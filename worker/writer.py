@@ -8,19 +8,34 @@ round trip per event; 500 pay about one per tick, not 500.
 from __future__ import annotations
 
 import logging
+import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
 import gevent.event
+import hiredis
 import redis
 
+from spool.connection import is_cluster
+from spool.events import DELTA, TOOL_CALL
 from spool.log import EventLog
 
 log = logging.getLogger("spool.writer")
 
 RETRY_DELAY_S = 0.2  # between attempts while Redis is unreachable
 MAX_BATCH = 2000  # appends per pipeline
+DRAIN_POLL_S = 0.01
+# Backpressure: once this many appends wait for one flush, consecutive deltas
+# of a generation are merged (fewer, larger deltas; the same text, in order).
+MERGE_AFTER = 1000
+OUTPUT_EVENTS = frozenset({DELTA, TOOL_CALL})
+
+# Called (in the runner's greenlet) before a generation's first output event;
+# it may raise to refuse the write (the concurrent worker checks its lease).
+OutputGuard = Callable[[str], None]
 
 
 @dataclass(slots=True)
@@ -41,6 +56,13 @@ class BatchWriter:
         self._wake = gevent.event.Event()
         self._refused: set[str] = set()
         self._greenlet: gevent.Greenlet | None = None
+        self._flushing = False
+        self._with_output: set[str] = set()
+        self.output_guard: OutputGuard | None = None
+        # Dedup tokens: a writer id per run of a generation, and a number per
+        # append, so an append resent after a lost reply is never applied twice.
+        self._writer_ids: dict[str, str] = {}
+        self._numbers: dict[str, int] = {}
 
     def start(self) -> None:
         """Start the flusher greenlet (idempotent)."""
@@ -58,6 +80,10 @@ class BatchWriter:
     ) -> int | None:
         """Queue an append; with `wait`, block until written and return its seq."""
         self.start()
+        if event in OUTPUT_EVENTS and gen_id not in self._with_output:
+            if self.output_guard is not None:
+                self.output_guard(gen_id)
+            self._with_output.add(gen_id)
         done = gevent.event.AsyncResult() if wait else None
         self._pending.append(_Append(gen_id, event, data, fields, done))
         self._wake.set()
@@ -73,6 +99,18 @@ class BatchWriter:
     def forget(self, gen_id: str) -> None:
         """Drop per-generation state when its runner finishes."""
         self._refused.discard(gen_id)
+        self._with_output.discard(gen_id)
+        self._writer_ids.pop(gen_id, None)
+        self._numbers.pop(gen_id, None)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until everything queued so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending or self._flushing:
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(DRAIN_POLL_S)
+        return True
 
     def _run(self) -> None:
         while True:
@@ -80,18 +118,31 @@ class BatchWriter:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                self._flush(batch)
+                self._flushing = True
+                try:
+                    self._flush(batch)
+                finally:
+                    self._flushing = False
 
     def _flush(self, batch: list[_Append]) -> None:
-        while True:
-            pipe = self.log.client.pipeline(transaction=False)
-            for item in batch:
-                self.log.queue_append(pipe, item.gen_id, item.event, item.data, item.fields)
+        if len(batch) >= MERGE_AFTER:
+            batch = merge_deltas(batch)
+        arguments = [self._arguments(item) for item in batch]
+        cluster = is_cluster(self.log.client)
+        # Packed once, by hand: redis-py's per-command pipeline bookkeeping
+        # cost several times what Redis itself spends on an append.
+        commands = [] if cluster else [self._pack(keys, args) for keys, args in arguments]
+        results: list[Any] = []
+        while len(results) < len(batch):
             try:
-                results = pipe.execute(raise_on_error=False)
-                break
+                if cluster:
+                    results = self._send_cluster(arguments)
+                else:
+                    self._send(commands[len(results):], results)
             except redis.RedisError as exc:
-                # Order matters more than latency: keep the batch and retry.
+                # Order matters more than latency: keep what is left and retry.
+                # A resent append that Redis had applied is answered, not
+                # re-applied (the script checks its writer number).
                 log.warning("event write failed (%s); retrying", type(exc).__name__)
                 gevent.sleep(RETRY_DELAY_S)
         for item, result in zip(batch, results, strict=True):
@@ -102,3 +153,80 @@ class BatchWriter:
                     log.error("append to %s failed: %s", item.gen_id, result)
             if item.done is not None:
                 item.done.set(seq)
+
+    def _arguments(self, item: _Append) -> tuple[list[str], list[Any]]:
+        writer_id = self._writer_ids.get(item.gen_id)
+        if writer_id is None:
+            writer_id = self._writer_ids[item.gen_id] = secrets.token_hex(8)
+        number = self._numbers[item.gen_id] = self._numbers.get(item.gen_id, 0) + 1
+        return self.log.arguments(item.gen_id, item.event, item.data, item.fields,
+                                  writer=(writer_id, number))
+
+    def _pack(self, keys: list[str], args: list[Any]) -> bytes:
+        packed: bytes = hiredis.pack_command(
+            ("EVALSHA", self.log.script.sha, len(keys), *keys, *args))
+        return packed
+
+    def _send_cluster(self, arguments: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """All appends through a Cluster pipeline (routed by slot; EVAL, as
+        redis-py refuses EVALSHA there). Safe to resend whole: appends dedupe."""
+        pipe = self.log.client.pipeline(transaction=False)
+        for keys, args in arguments:
+            pipe.execute_command("EVAL", self.log.script.script, len(keys), *keys, *args)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
+
+    def _send(self, commands: list[bytes], results: list[Any]) -> None:
+        """Send `commands` on one connection; append each reply to `results` as read."""
+        pool = self.log.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(commands)])
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if any(_noscript(reply) for reply in replies):
+            # Redis lost its script cache (restart, SCRIPT FLUSH): load, resend.
+            # All of a batch fail alike, so order within each log is kept.
+            self.log.client.script_load(self.log.script.script)
+            first = next(i for i, reply in enumerate(replies) if _noscript(reply))
+            results.extend(replies[:first])
+            return
+        results.extend(replies)
+
+
+def _noscript(reply: Any) -> bool:
+    return isinstance(reply, redis.exceptions.NoScriptError)
+
+
+def merge_deltas(batch: list[_Append]) -> list[_Append]:
+    """Merge each generation's runs of consecutive deltas (nobody waits on a delta).
+
+    Only deltas with nothing of the same generation between them are joined,
+    so every log keeps its order; other generations' items may sit between.
+    """
+    merged: list[_Append] = []
+    open_delta: dict[str, int] = {}  # gen -> index in `merged` of its trailing delta
+    for item in batch:
+        if item.event != DELTA or item.done is not None or not isinstance(item.data, dict):
+            open_delta.pop(item.gen_id, None)
+            merged.append(item)
+            continue
+        index = open_delta.get(item.gen_id)
+        if index is None:
+            open_delta[item.gen_id] = len(merged)
+            merged.append(item)
+            continue
+        head = merged[index]
+        fields = {**(head.fields or {}), **(item.fields or {})} or None
+        merged[index] = _Append(item.gen_id, DELTA, {"text": head.data["text"] + item.data["text"]},
+                                fields, None)
+    return merged

@@ -103,3 +103,21 @@ def test_read_all_pages(store: Any) -> None:
     pipe.execute()
     entries = log.read_all(gen_id)
     assert [e.seq for e in entries] == list(range(1, 1202))
+
+
+def test_a_resent_append_is_answered_not_applied_twice(store: Any) -> None:
+    client, keys, log, gens = store
+    gen_id = create(gens)
+    keys_a, args_a = log.arguments(gen_id, "delta", {"text": "once"}, writer=("w1", 1))
+    first = log.script(keys=keys_a, args=args_a)
+    # The reply was lost, the writer sends the same append again.
+    assert log.script(keys=keys_a, args=args_a) == first == 2
+    keys_b, args_b = log.arguments(gen_id, "delta", {"text": " more"}, writer=("w1", 2))
+    assert log.script(keys=keys_b, args=args_b) == 3
+    # Both resent after a later one landed: still nothing doubled.
+    assert log.script(keys=keys_a, args=args_a) == 3
+    assert client.get(keys.text(gen_id)) == "once more"
+    assert [e.seq for e in log.read(gen_id)] == [1, 2, 3]
+    # Another writer (a rerun after a lost worker) is not mistaken for a resend.
+    keys_c, args_c = log.arguments(gen_id, "delta", {"text": "!"}, writer=("w2", 1))
+    assert log.script(keys=keys_c, args=args_c) == 4

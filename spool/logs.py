@@ -1,0 +1,188 @@
+"""Structured logs: one JSON object per line, with request, generation and tenant.
+
+Context travels in a contextvar (per greenlet under gevent): the web binds
+`request_id` and `tenant` per request, the worker binds `generation_id` per
+run, and every line logged meanwhile carries them. Secrets never reach the
+output: configured keys are replaced wherever they appear, and bearer
+credentials and stream tokens are masked by pattern. Prompt and answer text
+is only logged through `content()`, which shows a length unless
+`SPOOL_LOG_CONTENT=1`.
+
+`SPOOL_LOG_FORMAT=text` (or a TTY on stderr, when `auto`) prints the same
+events as readable lines for development.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import orjson
+
+REDACTED = "[redacted]"
+SPOOL_HANDLER = "_spool_handler"  # marks the root handler `configure` owns
+MIN_SECRET_LEN = 6  # shorter "secrets" would redact ordinary words
+# Credentials that may show up in messages even when not configured here.
+SECRET_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[^\s\"',]+"),
+    re.compile(r"(?i)((?:token|api_key|apikey|key|password)=)[^&\s\"',]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"(redis(?:s)?://[^:/@\s]*:)[^@\s]+(@)"),
+)
+# LogRecord attributes that are not user fields.
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName",
+}
+
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "spool_log_context", default=None
+)
+_show_content = False
+
+
+def bind(**fields: Any) -> None:
+    """Attach fields to every later line of this request or greenlet."""
+    _context.set({**(_context.get() or {}), **fields})
+
+
+def unbind(*names: str) -> None:
+    """Detach fields (a worker greenlet finished one generation)."""
+    _context.set({k: v for k, v in (_context.get() or {}).items() if k not in names})
+
+
+def reset(**fields: Any) -> None:
+    """Start a fresh context (a new request on a reused connection)."""
+    _context.set(dict(fields))
+
+
+def current() -> dict[str, Any]:
+    """The bound fields."""
+    return dict(_context.get() or {})
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Bind fields for the duration of a block."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def content(text: str) -> str:
+    """Prompt or answer text as it may be logged: itself only with SPOOL_LOG_CONTENT=1."""
+    return text if _show_content else f"<{len(text)} chars>"
+
+
+class Redactor:
+    """Masks configured secrets and credential-shaped substrings."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        found = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LEN}, key=len,
+                       reverse=True)
+        self._literal = re.compile("|".join(map(re.escape, found))) if found else None
+
+    def __call__(self, text: str) -> str:
+        if self._literal is not None:
+            text = self._literal.sub(REDACTED, text)
+        for pattern in SECRET_PATTERNS:
+            text = pattern.sub(_mask, text)
+        return text
+
+
+def _mask(match: re.Match[str]) -> str:
+    groups = [g for g in match.groups() if g is not None]
+    if not groups:
+        return REDACTED
+    return groups[0] + REDACTED + (groups[1] if len(groups) > 1 else "")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    extra = {k: v for k, v in vars(record).items() if k not in _RESERVED}
+    return {**current(), **extra}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, event, bound fields, extras."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        text = orjson.dumps(line, default=str).decode("utf-8")
+        return self.redact(text)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal: time, level, logger, event, key=value."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        pairs = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        text = f"{clock} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if pairs:
+            text += f"  [{pairs}]"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return self.redact(text)
+
+
+def wants_json(log_format: str, stream: IO[str]) -> bool:
+    """`json`, `text`, or `auto` (JSON unless the stream is a terminal)."""
+    if log_format == "auto":
+        return not (hasattr(stream, "isatty") and stream.isatty())
+    return log_format == "json"
+
+
+def configure(*, log_format: str = "auto", log_content: bool = False,
+              secrets: Iterable[str | None] = (), level: str = "INFO",
+              stream: IO[str] | None = None) -> None:
+    """Route every logger through Spool's formatter (a root handler; idempotent).
+
+    Only a handler installed here before is replaced, so handlers that others
+    put on the root logger (pytest's capture, for one) keep working.
+    """
+    global _show_content
+    _show_content = log_content
+    out = stream or sys.stderr
+    redact = Redactor(secrets)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter(redact) if wants_json(log_format, out)
+                         else TextFormatter(redact))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, SPOOL_HANDLER, False):
+            root.removeHandler(old)
+    setattr(handler, SPOOL_HANDLER, True)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def configure_from_settings(settings: Any, level: str = "INFO") -> None:
+    """`configure` with a Settings object's format, content flag and secrets."""
+    secrets = [settings.secret_key, settings.openai_api_key, settings.anthropic_api_key,
+               *settings.api_keys]
+    configure(log_format=settings.log_format, log_content=settings.log_content,
+              secrets=secrets, level=level)
