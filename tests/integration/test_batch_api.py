@@ -366,8 +366,11 @@ def test_rows_of_a_killed_worker_follow_the_crash_rule(make_stack: Any) -> None:
     pytest.importorskip("spool.lease", reason="needs the concurrent worker's lease settler")
     stack = make_stack(env={"SPOOL_WEB_GRACE_S": "2", "SPOOL_WORKER_SLOTS": "4"})
     api = Api(stack)
-    created = submit(api, make_rows(24, "k", {"ttft_ms": 0, "tokens_per_second": 10,
-                                              "text": "one two three four five six"}))
+    rows = make_rows(24, "k", {"ttft_ms": 0, "tokens_per_second": 10,
+                               "text": "one two three four five six"})
+    for row in rows:
+        row["buffer"] = "none"  # output from the first token, so a row is caught mid-stream
+    created = submit(api, rows)
     wait_until(lambda: batch(api, created["id"])["completed"] >= 3, 30, 0.05, "some progress")
     running = wait_until(lambda: streaming_row(stack, created["id"]), 30, 0.02, "a running row")
     stack.workers[0].kill()  # SIGKILL mid-row
