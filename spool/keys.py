@@ -157,12 +157,13 @@ class Keys:
         """List: batches with rows still pending, rotated by the feeder (round robin).
 
         Shares a hash tag with `batches_open`: a new batch joins both in one MULTI.
+        Holds only batches still feeding (no TTL; an empty list is no key).
         """
-        return f"{{{self.namespace}:batches}}:active"
+        return f"{self.namespace}:{{{self.namespace}:batches}}:active"
 
     def batches_open(self) -> str:
         """Set: batches not yet ended, which the sweeper checks."""
-        return f"{{{self.namespace}:batches}}:open"
+        return f"{self.namespace}:{{{self.namespace}:batches}}:open"
 
     def batch_feed_lock(self) -> str:
         """String with a short TTL: held by the one process feeding the RQ batch queue."""
