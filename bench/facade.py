@@ -158,5 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+try:  # registered with `python -m bench`; also runnable standalone
+    from bench.registry import Context, Row, scenario
+except ImportError:
+    pass
+else:
+
+    @scenario("facade", "cost")
+    def _registered(ctx: Context) -> list[Row]:
+        """CPU per event of the OpenAI-format facade beside the native SSE stream."""
+        return [{"scenario": "facade", "system": "spool", "n": index, **row}
+                for index, row in enumerate(run(ctx.quick)["rows"])]
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -106,5 +106,18 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+try:  # registered with `python -m bench`; also runnable standalone
+    from bench.registry import Context, Row, scenario
+except ImportError:
+    pass
+else:
+
+    @scenario("memory", "per_generation")
+    def _registered(ctx: Context) -> list[Row]:
+        """Redis memory of one finished generation, by answer length and buffering."""
+        return [{"scenario": "memory", "system": "spool", "n": row.get("text_chars", 0), **row}
+                for row in run(ctx.quick)["rows"]]
+
+
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

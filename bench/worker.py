@@ -211,5 +211,19 @@ def main() -> None:
         print(" | ".join(str(row[c]) for c in columns))
 
 
+try:  # registered with `python -m bench`; also runnable standalone
+    from bench.registry import Context, Row, scenario
+except ImportError:
+    pass
+else:
+
+    @scenario("worker", "concurrency")
+    def _registered(ctx: Context) -> list[Row]:
+        """N mock generations (20 tok/s, 100 tokens) started together on one worker process."""
+        rows: list[Row] = [{"scenario": "worker", "system": "spool", "n": row["N"], **row}
+                           for row in run(ctx.quick)["rows"]]
+        return rows
+
+
 if __name__ == "__main__":
     main()

@@ -91,6 +91,8 @@ class GenerationView(_Out):
     finished_at: str | None
     metadata: dict[str, str]
     parsed: Any = None
+    # GET only: readers attached right now, across every web process.
+    readers: int | None = None
 
 
 class CancelAccepted(_Out):

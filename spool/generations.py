@@ -86,6 +86,11 @@ class Generations:
         pipe.hset(k.record(gen_id), mapping=fields)
         pipe.expire(k.record(gen_id), retention.live_s)
         pipe.set(k.tombstone(gen_id), tenant, ex=retention.live_s + retention.tombstone_s)
+        if abandon_after_s is not None:
+            # The web's abandon sweeper cancels it unless a reader pushes this back.
+            pipe.zadd(k.abandon_index(), {gen_id: created + abandon_after_s * 1000})
+            # Every key expires: the index outlives any member's generation.
+            pipe.expire(k.abandon_index(), retention.live_s)
         self.log.queue_append(pipe, gen_id, STATUS, {"status": "queued"})
         if own:
             pipe.execute()

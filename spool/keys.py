@@ -88,6 +88,10 @@ class Keys:
         """Sorted set: live worker id -> last heartbeat (s)."""
         return f"{self.namespace}:workers"
 
+    def abandon_index(self) -> str:
+        """Sorted set: generation id -> when (ms) it is abandoned unless a reader attaches."""
+        return f"{self.namespace}:abandon"
+
     def metric_counters(self) -> str:
         """Hash: cluster-wide counters and histogram buckets (field = series)."""
         return f"{self.namespace}:metrics:counters"

@@ -49,6 +49,10 @@ SETTLE_INTERVAL_S = 2.0  # a death is settled within lease ttl + this (+ jitter)
 SETTLE_JITTER_S = 0.5  # spreads the passes of many processes
 ORPHAN_AGE_S = 10.0  # an unleased job this long in RQ's intermediate list was orphaned
 
+# The running index outlives any lease by far; every write renews it, so it
+# only expires once no process has touched it for a day (bounded memory).
+INDEX_TTL_MS = 86_400_000
+
 # KEYS: running, lease 1..n; ARGV: owner, ttl ms, gen 1..n
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -57,6 +61,7 @@ for i = 2, #KEYS do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', 2 * ARGV[2])
   redis.call('ZADD', KEYS[1], deadline, ARGV[i + 1])
 end
+redis.call('PEXPIRE', KEYS[1], INDEX_TTL_MS)
 return #KEYS - 1
 """
 
@@ -74,6 +79,7 @@ for i = 2, #KEYS do
     lost[#lost + 1] = gen
   end
 end
+redis.call('PEXPIRE', KEYS[1], INDEX_TTL_MS)
 return lost
 """
 
@@ -102,6 +108,7 @@ elseif tonumber(score) > now then
   return 0
 end
 redis.call('ZADD', KEYS[1], now + ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], INDEX_TTL_MS)
 redis.call('SET', KEYS[2], ARGV[2], 'PX', 2 * ARGV[3])
 return 1
 """
@@ -115,6 +122,10 @@ return 1
 """
 
 
+def _with_constants(script: str) -> str:
+    return script.replace("INDEX_TTL_MS", str(INDEX_TTL_MS))
+
+
 class Leases:
     """Lease operations for one namespace."""
 
@@ -122,10 +133,10 @@ class Leases:
         self.client = client
         self.keys = keys
         self.ttl_ms = ttl_ms
-        self._acquire = client.register_script(_ACQUIRE)
-        self._refresh = client.register_script(_REFRESH)
+        self._acquire = client.register_script(_with_constants(_ACQUIRE))
+        self._refresh = client.register_script(_with_constants(_REFRESH))
         self._confirm = client.register_script(_CONFIRM)
-        self._take = client.register_script(_TAKE)
+        self._take = client.register_script(_with_constants(_TAKE))
         self._release = client.register_script(_RELEASE)
 
     def _keys(self, gen_id: str) -> list[str]:

@@ -40,6 +40,8 @@ INTER_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
 
 
+METRICS_TTL_S = 7 * 86400  # the shared hashes outlive a week without any process
+
 @dataclass(frozen=True)
 class Spec:
     """One metric family: name, type, help, label names, histogram buckets."""
@@ -191,6 +193,9 @@ class MetricsStore:
             for name, value in deltas.items():
                 pipe.hincrbyfloat(self.keys.metric_counters(), name, value)
             pipe.hset(self.keys.metric_gauges(), self.process_id, orjson.dumps(snapshot))
+            # Every flush renews them: they go only after a week with no process.
+            pipe.expire(self.keys.metric_counters(), METRICS_TTL_S)
+            pipe.expire(self.keys.metric_gauges(), METRICS_TTL_S)
             pipe.execute()
         except redis.RedisError:
             recorder.give_back(deltas)

@@ -14,6 +14,7 @@ from webapp.body import require_json_object
 from webapp.errors import ApiError
 from webapp.hub import HubUnavailable
 from webapp.launch import find_generation, start_generation, wait_for_end
+from webapp.presence import count_readers
 from webapp.services import services
 
 bp = Blueprint("api", __name__)
@@ -35,14 +36,20 @@ def create_generation() -> ResponseReturnValue:
     svc = services()
     tenant = authenticate(svc.settings)
     body = parse_request_body()
-    gen_id, _ = start_generation(svc, tenant, body)
-    record = find_generation(svc, gen_id, tenant)
+    gen_id, existed = start_generation(svc, tenant, body)
+    if existed:  # an idempotent replay: whatever the earlier one has become
+        status, created_ms = (find_generation(svc, gen_id, tenant)[name]
+                              for name in ("status", "created_ms"))
+    else:
+        # Two small fields, not HGETALL: the record also holds the whole request.
+        status, created_ms = (str(value) for value in svc.redis.hmget(
+            svc.keys.record(gen_id), "status", "created_ms"))
     return jsonify(
         id=gen_id,
         object="generation",
-        status=record.get("status"),
+        status=status,
         stream_url=stream_url(svc.settings, gen_id),
-        created_at=iso(int(record["created_ms"])),
+        created_at=iso(int(created_ms)),
     ), 202
 
 
@@ -52,7 +59,9 @@ def get_generation(gen_id: str) -> ResponseReturnValue:
     svc = services()
     tenant = authenticate(svc.settings)
     record = find_generation(svc, gen_id, tenant)
-    return jsonify(svc.generations.view(gen_id, record))
+    view = svc.generations.view(gen_id, record)
+    view["readers"] = count_readers(svc.redis, svc.keys, gen_id)
+    return jsonify(view)
 
 
 @bp.post("/v1/generations/<gen_id>/cancel")

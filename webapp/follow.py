@@ -5,19 +5,26 @@ guarantees. A reader registers with the hub *before* reading the backlog,
 so nothing published meanwhile is missed; live messages at or below what
 was yielded are dropped, and a hole in the sequence (or an overflowing
 queue, or a hub reconnect) sends the reader back to the log.
+
+`follow_batches` hands over runs of consecutive events (a backlog page, or
+every live message already queued), so the relay writes each run with one
+syscall; `follow` is the same stream one event at a time.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import gevent.queue
 
 from spool.events import LogEntry
 from spool.log import READ_PAGE
-from webapp.hub import Gap, Live
+from webapp.hub import Gap, Live, Subscription
 from webapp.services import Services
+
+MAX_LIVE_BATCH = 256  # live events handed over in one run at most
 
 
 class Quiet:
@@ -27,15 +34,56 @@ class Quiet:
 QUIET = Quiet()
 
 Followed = LogEntry | Live | Quiet
+Run = list[LogEntry] | list[Live]
 
 
-def follow(svc: Services, gen_id: str, after: int) -> Iterator[Followed]:
-    """Every event with seq > `after`, in order, ending with the terminal event.
+@dataclass
+class _LiveRun:
+    """Consecutive live events taken from a reader's queue in one go."""
 
-    Backlog (and catch-up) entries come as LogEntry, live ones as the hub's
-    Live (its frame is encoded once for all readers). Raises HubUnavailable
-    on the first `next()` if the hub cannot subscribe, and lets
-    redis.RedisError through: the caller decides how a cut stream ends.
+    items: list[Live] = field(default_factory=list)
+    ended: bool = False
+    reread: bool = False  # a gap (or a hub reconnect): go back to the log
+
+
+def _take_live(sub: Subscription, item: Live | Gap, last: int) -> _LiveRun:
+    """`item` plus everything already queued behind it that continues seq `last`."""
+    run = _LiveRun()
+    while True:
+        if isinstance(item, Gap):
+            run.reread = True
+            return run
+        if item.seq > last:
+            if item.seq != last + 1:
+                run.reread = True
+                return run
+            run.items.append(item)
+            last = item.seq
+            if item.terminal:
+                run.ended = True
+                return run
+        if len(run.items) >= MAX_LIVE_BATCH:
+            return run
+        try:
+            item = sub.queue.get_nowait()
+        except gevent.queue.Empty:
+            return run
+
+
+def _until_terminal(entries: list[LogEntry]) -> tuple[list[LogEntry], bool]:
+    for index, entry in enumerate(entries):
+        if entry.terminal:
+            return entries[: index + 1], True
+    return entries, False
+
+
+def follow_batches(svc: Services, gen_id: str, after: int) -> Iterator[Run | Quiet]:
+    """Every event with seq > `after`, in order, in runs; the last run ends with the terminal.
+
+    Backlog (and catch-up) runs hold LogEntry, live runs the hub's Live (its
+    frame encoded once for all readers). Raises HubUnavailable on the first
+    `next()` if the hub cannot subscribe, and lets redis.RedisError through:
+    the caller decides how a cut stream ends.
     """
     sub = svc.hub.subscribe(svc.keys.channel(gen_id))
     ping_s = svc.settings.ping_interval_s
@@ -46,34 +94,40 @@ def follow(svc: Services, gen_id: str, after: int) -> Iterator[Followed]:
                 sub.reset()  # before the read, so nothing after it is dropped
             # Paged, so a long log is never one huge read.
             entries = svc.log.read(gen_id, last, READ_PAGE)
-            for entry in entries:
-                yield entry
-                last = entry.seq
-                if entry.terminal:
+            if entries:
+                page, ended = _until_terminal(entries)
+                yield page
+                last = page[-1].seq
+                if ended:
                     return
             if len(entries) == READ_PAGE:
                 continue
             quiet_since = time.monotonic()
-            while True:
-                if sub.overflowed:
-                    break
+            while not sub.overflowed:
                 wait = ping_s - (time.monotonic() - quiet_since)
                 try:
-                    item = sub.queue.get(timeout=max(wait, 0.0))
+                    first = sub.queue.get(timeout=max(wait, 0.0))
                 except gevent.queue.Empty:
                     yield QUIET
                     # Also a safety net: re-read in case a message was lost.
                     break
-                if isinstance(item, Gap):
-                    break
-                if item.seq <= last:
-                    continue
-                if item.seq != last + 1:
-                    break
-                yield item
-                last = item.seq
-                quiet_since = time.monotonic()
-                if item.terminal:
+                run = _take_live(sub, first, last)
+                if run.items:
+                    yield run.items
+                    last = run.items[-1].seq
+                    quiet_since = time.monotonic()
+                if run.ended:
                     return
+                if run.reread:
+                    break
     finally:
         svc.hub.unsubscribe(sub)
+
+
+def follow(svc: Services, gen_id: str, after: int) -> Iterator[Followed]:
+    """`follow_batches`, one event at a time (same order, same guarantees)."""
+    for batch in follow_batches(svc, gen_id, after):
+        if isinstance(batch, Quiet):
+            yield batch
+        else:
+            yield from batch

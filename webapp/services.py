@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from flask import current_app
 from redis import Redis
 
-from spool.connection import check_rq_url, connect, connect_rq, is_cluster, publish_command
+from spool.connection import (
+    check_rq_url,
+    connect,
+    connect_rq,
+    detect_cluster,
+    is_cluster,
+    publish_command,
+)
 from spool.generations import Generations
 from spool.keys import Keys
 from spool.log import EventLog, Retention
@@ -15,7 +22,13 @@ from spool.settings import Settings
 from webapp.hub import Hub
 from webapp.shardhub import ShardedHub, make_hub
 
-REDIS_POOL_SIZE = 200  # commands are short; bounded so a spike cannot exhaust Redis
+# Commands are short and greenlets wait their turn for a connection, so a few
+# suffice for thousands of readers: with the hub's subscriber and the RQ
+# client that is at most 5 Redis connections per (single-node) web process.
+REDIS_POOL_SIZE = 3
+RQ_POOL_SIZE = 1
+# The Cluster client cannot wait for a connection, so it keeps a larger bound per node.
+CLUSTER_POOL_SIZE = 200
 
 
 @dataclass
@@ -33,8 +46,11 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         """Create clients (lazy: no connection is opened until first use)."""
-        client = connect(settings.redis_url, max_connections=REDIS_POOL_SIZE,
-                         cluster=settings.redis_cluster)
+        cluster = settings.redis_cluster
+        if cluster is None:
+            cluster = detect_cluster(settings.redis_url)
+        client = connect(settings.redis_url, cluster=cluster, blocking=True,
+                         max_connections=CLUSTER_POOL_SIZE if cluster else REDIS_POOL_SIZE)
         check_rq_url(settings.redis_url, settings.rq_redis_url, is_cluster(client))
         keys = Keys(settings.namespace)
         retention = Retention.from_settings(
@@ -44,7 +60,8 @@ class Services:
         return cls(
             settings=settings,
             redis=client,
-            rq_redis=connect_rq(settings.rq_redis_url),
+            rq_redis=connect_rq(settings.rq_redis_url, max_connections=RQ_POOL_SIZE,
+                                blocking=True),
             keys=keys,
             log=event_log,
             generations=Generations(client, keys, event_log),

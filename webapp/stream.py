@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 import redis
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
 from spool import logs
@@ -24,14 +24,16 @@ from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.follow import follow
-from webapp.hub import HubUnavailable, Live
+from webapp.follow import Quiet, follow_batches
+from webapp.hub import HubUnavailable
 from webapp.launch import find_generation
+from webapp.presence import Presence
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.stream")
 
 bp = Blueprint("stream", __name__)
+PRESENCE_EXTENSION = "spool.presence"
 
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
 SSE_HEADERS = {
@@ -107,25 +109,50 @@ def offset_start(svc: Services, gen_id: str, offset: int) -> Opening:
     return Opening(frames, covered, terminal is not None)
 
 
-def relay(svc: Services, gen_id: str, after: int, opening: Opening | None) -> Iterator[bytes]:
-    """Yield SSE bytes from event `after` on until the terminal event."""
+def presence(svc: Services) -> Presence:
+    """This app's reader registry (created on first use, with the app's clients)."""
+    found = current_app.extensions.get(PRESENCE_EXTENSION)
+    if found is None:
+        found = Presence(svc.redis, svc.keys, svc.generations)
+        current_app.extensions[PRESENCE_EXTENSION] = found
+    return found
+
+
+@bp.before_app_request
+def _start_presence() -> None:
+    # Every web process sweeps for abandoned generations, readers or not;
+    # started on the first request so nothing runs at import or fork.
+    presence(services()).start()
+
+
+def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
+          watch: Presence | None = None, abandon_s: int | None = None) -> Iterator[bytes]:
+    """Yield SSE bytes from event `after` on until the terminal event.
+
+    Each run of consecutive events (a backlog page, or all live events
+    already queued) goes out as one write: one syscall, not one per token.
+    """
     yield sse.retry(svc.settings.sse_retry_ms)
     if opening is not None:
         yield from opening.frames
         if opening.complete:
             return
+    if watch is not None:
+        watch.attach(gen_id, abandon_s)
     try:
-        for item in follow(svc, gen_id, after):
-            if isinstance(item, LogEntry):
-                yield _frame(item)
-            elif isinstance(item, Live):
-                yield item.frame
-            else:
+        for batch in follow_batches(svc, gen_id, after):
+            if isinstance(batch, Quiet):
                 yield sse.PING
+            else:
+                yield b"".join(_frame(item) if isinstance(item, LogEntry) else item.frame
+                               for item in batch)
     except HubUnavailable:
         return
     except redis.RedisError as exc:
         log.warning("stream %s ended: redis %s", gen_id, type(exc).__name__)
+    finally:
+        if watch is not None:
+            watch.detach(gen_id)
 
 
 def _event_stream(body: Iterator[bytes]) -> Response:
@@ -178,4 +205,5 @@ def open_stream(svc: Services, gen_id: str) -> Response:
     elif after > int(record.get("last_seq", 0)) and not ended:
         raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
     RECORDER.inc(STREAMS)
-    return _event_stream(relay(svc, gen_id, after, opening))
+    return _event_stream(relay(svc, gen_id, after, opening, presence(svc),
+                               int(record.get("abandon_after_s") or 0) or None))

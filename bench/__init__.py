@@ -1,0 +1,1 @@
+"""Spool's benchmark harness: `python -m bench` (see bench/README.md)."""

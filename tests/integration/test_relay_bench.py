@@ -1,0 +1,76 @@
+"""The benchmark's own measuring parts: its SSE client must not mis-measure.
+
+A load client that mis-parses chunked encoding or miscounts text would
+make every figure in bench/README.md wrong, so it is checked here against
+hand-made bytes and against a real floor-server process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from bench import systems
+from bench.loadclient import Spec, run, summarize, text_damage
+from bench.sse import Dechunker, parse_events
+from bench.textgen import make_text
+
+
+def test_dechunker_handles_any_split() -> None:
+    payload = b"id: 1\nevent: delta\ndata: {\"text\":\"h\xc3\xa9\"}\n\n" * 3
+    chunks = (payload[:7], payload[7:])
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in chunks) + b"0\r\n\r\n"
+    for cut in range(1, len(wire)):
+        dechunker = Dechunker()
+        assert dechunker.feed(wire[:cut]) + dechunker.feed(wire[cut:]) == payload
+        assert dechunker.finished
+
+
+def test_parse_events_keeps_the_unfinished_rest() -> None:
+    events, rest = parse_events(b"retry: 1000\n\n: ping\n\nevent: delta\ndata: {}\n\nevent: do")
+    assert events == [(b"delta", b"{}")]
+    assert rest == b"event: do"
+
+
+def test_text_damage_counts_lost_and_doubled() -> None:
+    text = make_text(7, 300)
+    assert text_damage(text, text) == (0, 0)
+    assert text_damage(text, text[:100] + text[110:]) == (10, 0)
+    assert text_damage(text, text[:100] + text[90:]) == (0, 10)
+
+
+def test_make_text_is_deterministic_and_sized() -> None:
+    assert make_text(3, 400) == make_text(3, 400)
+    assert make_text(3, 400) != make_text(4, 400)
+    assert len(make_text(3, 400)) == 400
+
+
+@pytest.fixture
+def floor() -> systems.Deployment:
+    deployment = systems.launch_floor("unused")
+    yield deployment  # type: ignore[misc]
+    deployment.stop()
+
+
+def test_load_client_reads_a_real_server_exactly(floor: systems.Deployment) -> None:
+    spec = Spec(host="127.0.0.1", port=floor.port, mode="direct", n=8, window_s=0.2,
+                ttft_ms=50, tps=200, chars=120, timeout_s=20)
+    results = asyncio.run(run(spec))
+    summary = summarize(spec, results, 1.0)
+    assert summary["errors"] == 0 and summary["exact"] == 8
+    assert summary["lost_chars"] == summary["doubled_chars"] == 0
+    assert summary["ttft_p50_ms"] >= 50  # the floor sleeps the TTFT before the first delta
+    # Every stream's text is its own (seeded by stream index), so a mix-up would show.
+    assert len({r.expected for r in results}) == 8
+
+
+def test_shared_readers_and_a_slow_one_get_the_same_text(floor: systems.Deployment) -> None:
+    spec = Spec(host="127.0.0.1", port=floor.port, mode="direct", n=4, window_s=0.1,
+                ttft_ms=300, tps=0, chars=20000, shared=True, slow_readers=1,
+                slow_pause_s=1.0, timeout_s=20)
+    results = asyncio.run(run(dataclasses.replace(spec)))
+    summary = summarize(spec, results, 1.0)
+    assert summary["errors"] == 0 and summary["exact"] == 4 and summary["slow_exact"] == 1
+    assert "spread_p99_ms" in summary
