@@ -125,5 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+try:  # registered with `python -m bench`; also runnable standalone
+    from bench.registry import Context, Row, scenario
+except ImportError:
+    pass
+else:
+
+    @scenario("batch", "interactive_wait")
+    def _registered(ctx: Context) -> list[Row]:
+        """Interactive queue wait, idle and with a 1,000-row batch running."""
+        return [{"scenario": "batch", "system": "spool", "n": BATCH_ROWS, **run(ctx.quick)}]
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -188,6 +188,8 @@ class BatchStore:
         pipe = self.client.pipeline(transaction=True)  # never open without being fed
         pipe.sadd(k.batches_open(), batch_id)
         pipe.rpush(k.batches_active(), batch_id)
+        for key in (k.batches_open(), k.batches_active()):
+            pipe.expire(key, self.retention.live_s)  # renewed by the workers' sweeper
         pipe.execute()
 
     # -- reading --------------------------------------------------------------

@@ -133,8 +133,13 @@ class Feeder:
         if lock is None:
             return
         try:
-            for batch_id in self.client.smembers(self.keys.batches_open()):
-                self._sweep_batch(str(batch_id))
+            open_ids = [str(b) for b in self.client.smembers(self.keys.batches_open())]
+            for batch_id in open_ids:
+                self._sweep_batch(batch_id)
+            if open_ids:  # the indexes live while batches do (every key has a TTL)
+                ttl = self.store.retention.live_s
+                self.client.expire(self.keys.batches_open(), ttl)
+                self.client.expire(self.keys.batches_active(), ttl)
         finally:
             self._release(lock)
 
@@ -143,6 +148,10 @@ class Feeder:
         if record is None or "ended" in record:
             self.client.srem(self.keys.batches_open(), batch_id)
             return
+        if (self.client.llen(self.keys.batch_pending(batch_id))
+                and self.client.lpos(self.keys.batches_active(), batch_id) is None
+                and "cancel" not in record):
+            self.client.rpush(self.keys.batches_active(), batch_id)  # lost its place: feed it
         rows = self.store.dispatched(batch_id)
         if not rows:
             return
