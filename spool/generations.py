@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import redis
 
+from spool.batches import on_generation_end
 from spool.clock import iso, now_ms
 from spool.events import CANCELLED, STATUS, TERMINAL_STATUSES
 from spool.keys import Keys
@@ -53,8 +54,13 @@ class Generations:
         model: str,
         abandon_after_s: int | None,
         batch_id: str | None = None,
+        pipe: Any = None,
     ) -> None:
-        """Write the record and event 1 (`status: queued`) in one transaction."""
+        """Write the record and event 1 (`status: queued`) in one transaction.
+
+        With `pipe`, only queue the commands on it (a batch writes many
+        records per round trip); the caller executes it.
+        """
         k, retention = self.keys, self.log.retention
         created = now_ms()
         body = request.model_dump(mode="json")
@@ -74,8 +80,10 @@ class Generations:
             fields["abandon_after_s"] = abandon_after_s
         if batch_id is not None:
             fields["batch_id"] = batch_id
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(k.record(gen_id), mapping=fields)  # type: ignore[arg-type]
+        own = pipe is None
+        if own:
+            pipe = self.client.pipeline(transaction=True)
+        pipe.hset(k.record(gen_id), mapping=fields)
         pipe.expire(k.record(gen_id), retention.live_s)
         pipe.set(k.tombstone(gen_id), tenant, ex=retention.live_s + retention.tombstone_s)
         if abandon_after_s is not None:
@@ -84,7 +92,8 @@ class Generations:
             # Every key expires: the index outlives any member's generation.
             pipe.expire(k.abandon_index(), retention.live_s)
         self.log.queue_append(pipe, gen_id, STATUS, {"status": "queued"})
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def load(self, gen_id: str) -> dict[str, str] | None:
         """The raw record hash, or None when it does not exist (or expired)."""
@@ -145,6 +154,8 @@ class Generations:
                 gen_id, CANCELLED, {"reason": reason}, fields=cancel_fields(reason)
             )
             if seq > 0:
+                ended = {**record, "status": "cancelled", "ended": str(seq)}
+                on_generation_end(self.client, self.keys, gen_id, ended)
                 return "cancelled"
         self.client.publish(self.keys.cancel_channel(), gen_id)
         current = self.client.hget(rec_key, "status")

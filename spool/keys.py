@@ -127,3 +127,52 @@ class Keys:
     def batch_channel(self, batch_id: str) -> str:
         """Pub/sub channel of the batch's progress events."""
         return self._batch(batch_id, "ch")
+
+    def batch_pending(self, batch_id: str) -> str:
+        """List: generation ids of rows not yet handed to the RQ batch queue."""
+        return self._batch(batch_id, "pending")
+
+    def batch_dispatched(self, batch_id: str) -> str:
+        """Sorted set: generation id -> ms when it was put on the RQ queue (until it ends)."""
+        return self._batch(batch_id, "dispatched")
+
+    def batch_ended(self, batch_id: str) -> str:
+        """Set: generation ids already counted as ended (makes row-end accounting idempotent)."""
+        return self._batch(batch_id, "ended")
+
+    def batch_finished(self, batch_id: str) -> str:
+        """List: generation ids in the order they ended (the results file's order)."""
+        return self._batch(batch_id, "finished")
+
+    def batch_custom_ids(self, batch_id: str) -> str:
+        """Hash: generation id -> the row's `custom_id`."""
+        return self._batch(batch_id, "custom")
+
+    def batch_keys(self, batch_id: str) -> list[str]:
+        """Every key of one batch (they share its lifetime)."""
+        return [
+            self.batch_record(batch_id), self.batch_rows(batch_id), self.batch_log(batch_id),
+            self.batch_pending(batch_id), self.batch_dispatched(batch_id),
+            self.batch_ended(batch_id), self.batch_finished(batch_id),
+            self.batch_custom_ids(batch_id),
+        ]
+
+    def batches_active(self) -> str:
+        """List: batches with rows still pending, rotated by the feeder (round robin).
+
+        Shares a hash tag with `batches_open`: a new batch joins both in one MULTI.
+        Holds only batches still feeding (no TTL; an empty list is no key).
+        """
+        return f"{self.namespace}:{{{self.namespace}:batches}}:active"
+
+    def batches_open(self) -> str:
+        """Set: batches not yet ended, which the sweeper checks."""
+        return f"{self.namespace}:{{{self.namespace}:batches}}:open"
+
+    def batch_feed_lock(self) -> str:
+        """String with a short TTL: held by the one process feeding the RQ batch queue."""
+        return f"{self.namespace}:batches:feedlock"
+
+    def batch_sweep_lock(self) -> str:
+        """String with a short TTL: held by the one process sweeping open batches."""
+        return f"{self.namespace}:batches:sweeplock"

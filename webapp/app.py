@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, cors, facade, leases, metrics, openapi, ops, stream
+from webapp import api, batches, cors, facade, leases, metrics, openapi, ops, stream
 from webapp.errors import register_error_handlers
 from webapp.services import Services
 
@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     cors.install(app, settings)
     leases.init_app(app)
-    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, openapi.bp):
+    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, openapi.bp, batches.bp):
         app.register_blueprint(blueprint)
     metrics.init_app(app)
     if not settings.auth_enabled:

@@ -20,6 +20,7 @@ import gevent
 from spool import logs, metrics
 from spool.connection import connect_rq
 from spool.settings import Settings
+from worker import batchfeed
 from worker.context import WorkerContext, set_context
 from worker.worker import SpoolWorker
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     flusher = metrics.worker_flusher(ctx.redis, ctx.keys, ctx.worker_id,
                                      settings.metrics_flush_s, slots)
     flusher.start()
+    batchfeed.start(ctx)
     try:
         worker.work(burst=args.burst)
     finally:
