@@ -30,6 +30,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from spool.batches import on_generation_end
 from spool.clock import now_ms
 from spool.connection import connect, is_cluster
 from spool.events import CANCELLED, ERROR, STATUS
@@ -250,13 +251,21 @@ class Settler:
             reason = record["cancel"]
             self.log.append(gen_id, CANCELLED, {"reason": reason}, fields=cancel_fields(reason))
             self._retire_rq_job(gen_id, None)
+            self._count_batch_row(gen_id, record)
             return Outcome(gen_id, "cancelled")
         if record.get("output"):
             self._end_lost(gen_id, record)
             self._retire_rq_job(gen_id, "worker lost: its lease expired mid-generation")
+            self._count_batch_row(gen_id, record)
             return Outcome(gen_id, "worker_lost")
         self._requeue(gen_id, record)
         return Outcome(gen_id, "requeued")
+
+    def _count_batch_row(self, gen_id: str, record: dict[str, str]) -> None:
+        """A settled batch row counts at once, not at the batch sweeper's next pass."""
+        if record.get("batch_id"):
+            ended: dict[str, str] = self.client.hgetall(self.keys.record(gen_id))  # type: ignore[assignment]
+            on_generation_end(self.client, self.keys, gen_id, ended)
 
     def _end_lost(self, gen_id: str, record: dict[str, str]) -> None:
         message = "the worker running this generation was lost; retry the request"
