@@ -86,6 +86,22 @@ class Tool(_Strict):
     function: FunctionSpec
 
 
+class ToolChoiceFunction(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class NamedToolChoice(_Strict):
+    """Force one named tool (OpenAI's shape)."""
+
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
+# "auto": the model decides; "none": no tool; "required": some tool; or one named tool.
+# Without `tools` it has nothing to choose from and is not sent to the provider.
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
+
+
 class MockToolCall(_Strict):
     name: str = Field(min_length=1, max_length=64)
     arguments: dict[str, Any] = Field(default_factory=dict)
@@ -120,6 +136,7 @@ class GenerationRequest(_Strict):
     max_tokens: Int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoice | None = None
     buffer: Literal["none", "word", "sentence"] = "none"
     priority: Literal["interactive", "batch"] = "interactive"
     metadata: dict[MetadataKey, MetadataValue] = Field(

@@ -136,9 +136,6 @@ def _tool(tool: Any) -> Any:
 def _tools(body: dict[str, Any]) -> Any:
     """Tools, unless tool_choice is "none" (then the model gets none)."""
     choice = body.get("tool_choice")
-    if choice not in (None, "auto", "none"):
-        raise invalid('tool_choice supports "auto" and "none" only', "tool_choice",
-                      "unsupported_value")
     tools = body.get("tools")
     if choice == "none" or tools is None:
         return None
@@ -206,6 +203,8 @@ def translate(body: dict[str, Any], default_provider: str) -> CompletionRequest:
     tools = _tools(body)
     if tools is not None:
         generation["tools"] = tools
+        if body.get("tool_choice") is not None:
+            generation["tool_choice"] = body["tool_choice"]
     metadata = body.get("metadata")
     if body.get("user") is not None and (metadata is None or isinstance(metadata, dict)):
         metadata = {"user": body["user"], **(metadata or {})}

@@ -127,6 +127,19 @@ def test_tool_call(papi: Api, vendor: str) -> None:
     assert record["finish_reason"] == "tool_calls"
 
 
+def test_tool_choice_reaches_the_provider(papi: Api, fake: FakeProvider, vendor: str) -> None:
+    calls = [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
+    created, key = create(papi, vendor, {"text": "", "tool_calls": calls},
+                          tools=[{"type": "function", "function": {
+                              "name": "get_weather", "parameters": {"type": "object"}}}],
+                          tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert finish(papi.stream(created))["finish_reason"] == "tool_calls"
+    [sent] = matching(fake.requests(), key)
+    expected = ({"type": "function", "function": {"name": "get_weather"}} if vendor == "openai"
+                else {"type": "tool", "name": "get_weather"})
+    assert sent["body"]["tool_choice"] == expected
+
+
 def test_429_before_output_is_retried_to_success(papi: Api, fake: FakeProvider,
                                                  vendor: str) -> None:
     created, key = create(papi, vendor, {"text": "after the wait", "fault": "429",

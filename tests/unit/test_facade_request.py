@@ -125,8 +125,13 @@ def test_tools_and_tool_choice() -> None:
                                     "function": {"name": "f", "parameters": {"type": "object"}}}]
     parse_generation_request(generation, max_tokens_limit=LIMIT)
     assert "tools" not in translate(body(tools=tools, tool_choice="none"), "mock").generation
-    error = refused(body(tools=tools, tool_choice="required"))
-    assert (error.param, error.code) == ("tool_choice", "unsupported_value")
+    named = {"type": "function", "function": {"name": "f"}}
+    for choice in ("required", named):
+        generation = translate(body(tools=tools, tool_choice=choice), "mock").generation
+        assert generation["tool_choice"] == choice
+        parse_generation_request(generation, max_tokens_limit=LIMIT)
+    # Without tools there is nothing to choose from: not passed on.
+    assert "tool_choice" not in translate(body(tool_choice="required"), "mock").generation
 
 
 def test_ignored_off_valued_and_unknown_params() -> None:

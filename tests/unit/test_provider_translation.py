@@ -98,3 +98,23 @@ def test_anthropic_minimal_request() -> None:
     params = anthropic_params(request, "claude-default")
     assert params == {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}],
                       "max_tokens": request["max_tokens"], "stream": True}
+
+
+def test_tool_choice_is_forwarded_to_openai_and_translated_for_anthropic() -> None:
+    named = {"type": "function", "function": {"name": "now"}}
+    expected_anthropic = {"auto": {"type": "auto"}, "required": {"type": "any"},
+                          "none": {"type": "none"}}
+    for choice in ("auto", "required", "none", named):
+        request = api_request(messages=CONVERSATION, tools=TOOLS, tool_choice=choice)
+        assert openai_params(request, "gpt-x", False)["tool_choice"] == choice
+        sent = anthropic_params(request, "claude-x")["tool_choice"]
+        if choice is named:
+            assert sent == {"type": "tool", "name": "now"}
+        else:
+            assert sent == expected_anthropic[str(choice)]
+
+
+def test_tool_choice_without_tools_is_not_sent() -> None:
+    request = api_request(messages=CONVERSATION, tool_choice="required")
+    assert "tool_choice" not in openai_params(request, "gpt-x", False)
+    assert "tool_choice" not in anthropic_params(request, "claude-x")

@@ -69,3 +69,14 @@ def test_prefix_names_batch_rows() -> None:
     with pytest.raises(RequestError) as info:
         parse_generation_request({"messages": []}, max_tokens_limit=10, param_prefix="requests.7.")
     assert info.value.param == "requests.7.messages"
+
+
+@pytest.mark.parametrize("choice", ["auto", "none", "required",
+                                    {"type": "function", "function": {"name": "get_weather"}}])
+def test_tool_choice_values(choice: Any) -> None:
+    assert parse(tool_choice=choice).model_dump()["tool_choice"] == choice
+
+
+@pytest.mark.parametrize("choice", ["any", {"type": "function"}, {"name": "f"}, 3])
+def test_tool_choice_invalid(choice: Any) -> None:
+    assert error_of({**BASE, "tool_choice": choice}).param is not None

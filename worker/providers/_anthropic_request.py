@@ -88,4 +88,17 @@ def request_params(request: dict[str, Any], default_model: str) -> dict[str, Any
         params["system"] = "\n\n".join(s for s in system if s)
     if request.get("tools"):
         params["tools"] = [_tool(t) for t in request["tools"]]
+        choice = tool_choice(request.get("tool_choice"))
+        if choice is not None:
+            params["tool_choice"] = choice
     return params
+
+
+def tool_choice(choice: Any) -> dict[str, Any] | None:
+    """OpenAI's tool_choice in the Messages API's shape (None: leave the default)."""
+    if choice is None:
+        return None
+    if isinstance(choice, dict):
+        return {"type": "tool", "name": choice["function"]["name"]}
+    return {"auto": {"type": "auto"}, "required": {"type": "any"},
+            "none": {"type": "none"}}[choice]

@@ -107,6 +107,8 @@ def request_params(request: dict[str, Any], default_model: str, compatible: bool
         params["temperature"] = request["temperature"]
     if request.get("tools"):
         params["tools"] = [_tool(t) for t in request["tools"]]
+        if request.get("tool_choice") is not None:
+            params["tool_choice"] = request["tool_choice"]
     response_format = request.get("response_format") or {}
     if response_format.get("type") == "json_object":
         params["response_format"] = {"type": "json_object"}
