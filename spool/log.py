@@ -17,8 +17,10 @@ import orjson
 import redis
 from redis.cluster import ClusterPipeline
 
+from spool.connection import check_rq_url, is_cluster, publish_command
 from spool.events import DELTA, TERMINAL_EVENTS, TOOL_CALL, LogEntry, decode_entry
 from spool.keys import Keys
+from spool.settings import Settings
 
 READ_PAGE = 500  # entries per LRANGE when replaying a backlog
 
@@ -205,3 +207,17 @@ class EventLog:
             if len(page) < READ_PAGE:
                 return entries
             after = page[-1].seq
+
+
+def open_event_log(settings: Settings, client: Any) -> EventLog:
+    """The event log on `client` with the settings' namespace and retention.
+
+    Refuses a Cluster that would also carry RQ, and publishes with SPUBLISH
+    where the client is a Redis 7+ Cluster (web and worker must agree).
+    """
+    check_rq_url(settings.redis_url, settings.rq_redis_url, is_cluster(client))
+    retention = Retention.from_settings(
+        settings.retention_s, settings.job_timeout_s, settings.tombstone_s
+    )
+    return EventLog(client, Keys(settings.namespace), retention,
+                    publish_command=publish_command(client))

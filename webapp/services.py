@@ -8,16 +8,13 @@ from flask import current_app
 from redis import Redis
 
 from spool.connection import (
-    check_rq_url,
     connect,
     connect_rq,
     detect_cluster,
-    is_cluster,
-    publish_command,
 )
 from spool.generations import Generations
 from spool.keys import Keys
-from spool.log import EventLog, Retention
+from spool.log import EventLog, open_event_log
 from spool.settings import Settings
 from webapp.hub import Hub
 from webapp.shardhub import ShardedHub, make_hub
@@ -51,12 +48,8 @@ class Services:
             cluster = detect_cluster(settings.redis_url)
         client = connect(settings.redis_url, cluster=cluster, blocking=True,
                          max_connections=CLUSTER_POOL_SIZE if cluster else REDIS_POOL_SIZE)
-        check_rq_url(settings.redis_url, settings.rq_redis_url, is_cluster(client))
-        keys = Keys(settings.namespace)
-        retention = Retention.from_settings(
-            settings.retention_s, settings.job_timeout_s, settings.tombstone_s
-        )
-        event_log = EventLog(client, keys, retention, publish_command=publish_command(client))
+        event_log = open_event_log(settings, client)
+        keys = event_log.keys
         return cls(
             settings=settings,
             redis=client,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from spool.connection import check_rq_url, connect, is_cluster, publish_command
+from spool.connection import connect
 from spool.generations import Generations
 from spool.keys import Keys
-from spool.log import EventLog, Retention
+from spool.log import EventLog, open_event_log
 from spool.settings import Settings
 from worker.control import CancelWatcher
 from worker.writer import BatchWriter
@@ -37,12 +37,8 @@ class WorkerContext:
         """Create clients and the shared writer and watcher (not yet started)."""
         client = connect(settings.redis_url, cluster=settings.redis_cluster,
                          max_connections=REDIS_POOL_SIZE, blocking=True)
-        check_rq_url(settings.redis_url, settings.rq_redis_url, is_cluster(client))
-        keys = Keys(settings.namespace)
-        retention = Retention.from_settings(
-            settings.retention_s, settings.job_timeout_s, settings.tombstone_s
-        )
-        event_log = EventLog(client, keys, retention, publish_command=publish_command(client))
+        event_log = open_event_log(settings, client)
+        keys = event_log.keys
         return cls(
             settings=settings,
             redis=client,
