@@ -100,6 +100,10 @@ def follow_batches(svc: Services, gen_id: str, after: int) -> Iterator[Run | Qui
                 last = page[-1].seq
                 if ended:
                     return
+            elif not svc.redis.exists(svc.keys.log(gen_id)):
+                # Past retention (a live log always holds event 1): nothing will
+                # ever come. End without a terminal event; a reconnect gets 410.
+                return
             if len(entries) == READ_PAGE:
                 continue
             quiet_since = time.monotonic()

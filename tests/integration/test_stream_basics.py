@@ -40,3 +40,27 @@ def test_resume_at_end_is_204(api: Api) -> None:
     assert api.stream(created, query=f"&after={last + 5}").status == 204
     resumed = api.stream(created, headers={"Last-Event-ID": "2"})
     assert [e.id for e in resumed.events] == list(range(3, last + 1))
+
+
+def test_a_log_that_expired_under_a_reader_ends_the_stream(api: Api) -> None:
+    """The record was found, then the log expired before the relay read it
+    (a real race at retention's edge): the stream must end, not hang."""
+    import threading
+
+    import redis
+
+    from spool.keys import Keys
+
+    created = api.create("soon gone")
+    api.stream(created)
+    client = redis.Redis.from_url(api.stack.redis_url)
+    client.delete(Keys(api.stack.namespace).log(created["id"]))  # the record stays
+    client.close()
+    results: list = []
+    reader = threading.Thread(target=lambda: results.append(api.stream(created)), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "the stream of an expired log never ended"
+    [result] = results
+    assert result.status == 200 and result.complete
+    assert result.events == []  # and no invented terminal event
