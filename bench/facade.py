@@ -30,7 +30,7 @@ import requests
 from spool.events import encode_entry
 from spool.log import dumps
 from tests.harness import RedisServer, Stack
-from webapp.facade_format import ChunkStream
+from webapp.facades.chat_format import ChunkStream
 from webapp.sse import entry_frame
 
 MICRO_EVENTS = {True: 20_000, False: 200_000}

@@ -12,9 +12,9 @@ from spool.schemas import RequestError, parse_generation_request
 from webapp.auth import authenticate, stream_url
 from webapp.body import require_json_object
 from webapp.errors import ApiError
-from webapp.hub import HubUnavailable
 from webapp.launch import find_generation, start_generation, wait_for_end
-from webapp.presence import count_readers
+from webapp.relay.hub import HubUnavailable
+from webapp.relay.presence import count_readers
 from webapp.services import services
 
 bp = Blueprint("api", __name__)

@@ -7,8 +7,11 @@ import logging
 from flask import Flask
 
 from spool.settings import Settings
-from webapp import api, batches, cors, facade, leases, metrics, openapi, ops, stream
+from webapp import api, cors, leases, metrics, openapi, ops
+from webapp.batches import routes as batches
 from webapp.errors import register_error_handlers
+from webapp.facades import chat as facade
+from webapp.relay import stream
 from webapp.services import Services
 
 log = logging.getLogger("spool.web")

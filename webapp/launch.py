@@ -13,8 +13,8 @@ from spool.ids import is_generation_id, new_generation_id
 from spool.queue import enqueue_generation
 from spool.schemas import GenerationRequest
 from webapp.errors import ApiError
-from webapp.hub import Live
 from webapp.limits import release_active, reserve_active
+from webapp.relay.hub import Live
 from webapp.services import Services
 
 IDEMPOTENCY_TTL_S = 86400

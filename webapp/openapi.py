@@ -20,8 +20,8 @@ from spool import apischema as out
 from spool.catalog import configured_providers
 from spool.schemas import GenerationRequest
 from spool.settings import Settings
+from webapp.relay.stream import MAX_EVENT_ID
 from webapp.services import services
-from webapp.stream import MAX_EVENT_ID
 
 bp = Blueprint("openapi", __name__)
 

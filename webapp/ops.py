@@ -1,4 +1,4 @@
-"""Operational routes: health, readiness, and the demo page (`/v1/models` is in facade.py)."""
+"""Operational routes: health, readiness, the demo page (`/v1/models`: webapp/facades/chat.py)."""
 
 from __future__ import annotations
 

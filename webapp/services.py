@@ -16,8 +16,8 @@ from spool.generations import Generations
 from spool.keys import Keys
 from spool.log import EventLog, open_event_log
 from spool.settings import Settings
-from webapp.hub import Hub
-from webapp.shardhub import ShardedHub, make_hub
+from webapp.relay.hub import Hub
+from webapp.relay.shardhub import ShardedHub, make_hub
 
 # Commands are short and greenlets wait their turn for a connection, so a few
 # suffice for thousands of readers: with the hub's subscriber and the RQ

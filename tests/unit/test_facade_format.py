@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from webapp.facade_format import (
+from webapp.facades.chat_format import (
     DONE_LINE,
     ChunkStream,
     cancelled_error,

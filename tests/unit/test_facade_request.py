@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from spool.schemas import parse_generation_request
-from webapp.facade_request import FacadeError, core_param, split_model, translate
+from webapp.facades.chat_request import FacadeError, core_param, split_model, translate
 
 LIMIT = 32768
 USER = [{"role": "user", "content": "hi"}]

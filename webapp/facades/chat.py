@@ -27,7 +27,7 @@ from spool.schemas import GenerationRequest, RequestError, parse_generation_requ
 from webapp.auth import authenticate
 from webapp.body import require_json_object
 from webapp.errors import ApiError
-from webapp.facade_format import (
+from webapp.facades.chat_format import (
     KEEPALIVE,
     ChunkStream,
     cancelled_error,
@@ -36,10 +36,16 @@ from webapp.facade_format import (
     error_object,
     generation_error,
 )
-from webapp.facade_request import CompletionRequest, FacadeError, core_param, invalid, translate
-from webapp.follow import Quiet, follow
-from webapp.hub import HubUnavailable, Live
+from webapp.facades.chat_request import (
+    CompletionRequest,
+    FacadeError,
+    core_param,
+    invalid,
+    translate,
+)
 from webapp.launch import start_generation, wait_for_end
+from webapp.relay.follow import Quiet, follow
+from webapp.relay.hub import HubUnavailable, Live
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.facade")

@@ -46,7 +46,7 @@ class PubSubVerbs:
 
 CLASSIC = PubSubVerbs("SUBSCRIBE", "UNSUBSCRIBE", b"message", b"subscribe")
 # Redis 7 sharded pub/sub (Cluster): the connection must be to the shard
-# that owns the channel's slot (see webapp/shardhub.py).
+# that owns the channel's slot (see webapp/relay/shardhub.py).
 SHARDED = PubSubVerbs("SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"ssubscribe")
 
 

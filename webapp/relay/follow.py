@@ -21,7 +21,7 @@ import gevent.queue
 
 from spool.events import LogEntry
 from spool.log import READ_PAGE
-from webapp.hub import Gap, Live, Subscription
+from webapp.relay.hub import Gap, Live, Subscription
 from webapp.services import Services
 
 MAX_LIVE_BATCH = 256  # live events handed over in one run at most

@@ -22,12 +22,12 @@ from spool.ids import is_batch_id, new_batch_id, new_generation_id
 from spool.log import READ_PAGE
 from webapp import sse
 from webapp.auth import authenticate
-from webapp.batch_input import BatchUpload, read_upload
+from webapp.batches.upload import BatchUpload, read_upload
 from webapp.errors import ApiError
-from webapp.hub import Gap, HubUnavailable
 from webapp.launch import IDEMPOTENCY_TTL_S, resolve_provider
+from webapp.relay.hub import Gap, HubUnavailable
+from webapp.relay.stream import SSE_HEADERS, parse_resume
 from webapp.services import Services, services
-from webapp.stream import SSE_HEADERS, parse_resume
 
 log = logging.getLogger("spool.batches")
 

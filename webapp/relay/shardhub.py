@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.cluster import RedisCluster
 
 from spool.connection import publish_command
-from webapp.hub import SHARDED, Hub, Subscription
+from webapp.relay.hub import SHARDED, Hub, Subscription
 
 SLOT_MAP_REFRESH_S = 30.0  # re-read the Cluster's slot map at most this often
 

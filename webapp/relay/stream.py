@@ -1,6 +1,6 @@
 """The SSE relay: backlog from the log, then live from the hub, merged by seq.
 
-The merge itself lives in `webapp.follow` (shared with the OpenAI facade).
+The merge itself lives in `webapp.relay.follow` (shared with the OpenAI facade).
 If Redis goes away the response simply ends: the client reconnects and
 resumes. A terminal event is never invented here.
 """
@@ -24,10 +24,10 @@ from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.follow import Quiet, follow_batches
-from webapp.hub import HubUnavailable
 from webapp.launch import find_generation
-from webapp.presence import Presence
+from webapp.relay.follow import Quiet, follow_batches
+from webapp.relay.hub import HubUnavailable
+from webapp.relay.presence import Presence
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.stream")

@@ -1,0 +1,1 @@
+"""Batch routes and batch upload parsing."""

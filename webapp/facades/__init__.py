@@ -1,0 +1,1 @@
+"""Vendor-compatible facades over the generation machinery (OpenAI Chat Completions, …)."""
