@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spool-installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-quick lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: install
 ## The whole suite against real Redis, gunicorn, worker and Chromium processes.
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The suite without the long fault and load tests (marked `slow`), for quick local runs.
+test-quick: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
