@@ -78,6 +78,13 @@ class Keys:
         """String: generation or batch id for (tenant, idempotency key), 24 h."""
         return f"{self.namespace}:idem:{_digest(tenant)}:{_digest(key)}"
 
+    def ai_sdk_chat(self, tenant: str, chat_id: str) -> str:
+        """String: the latest generation id of one AI SDK chat (the useChat `id`) of a tenant.
+
+        Given the generation's live TTL, so it never outlives what it points to by long.
+        """
+        return f"{self.namespace}:aichat:{_digest(tenant)}:{_digest(chat_id)}"
+
     def rate(self, tenant: str, credential: str, window: int) -> str:
         """Counter of requests by one credential (of `tenant`) in one rate window."""
         return f"{self.namespace}:rate:{self._tenant(tenant)}:{_digest(credential)}:{window}"
