@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spool-installed
+# The Vercel AI SDK client the AI SDK facade's tests drive (Node; Debian's nodejs + npm).
+JS_DIR   := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.spool-installed
 
-.PHONY: install run test test-quick lint bench clean
+.PHONY: install js run test test-quick lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,16 +17,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# npm ci only when package.json or the lock changed since the last install (cached).
+# Without npm the AI SDK tests skip locally; under CI they fail.
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.spool-installed; \
+	else \
+		echo "npm not found: the AI SDK tests need it (sudo apt-get install -y nodejs npm)"; \
+		test -z "$$CI"; \
+	fi
+
+js: $(JS_STAMP)
+
 ## Start Redis (embedded when REDIS_URL is unset), web and worker; Ctrl-C stops all.
 run: install
 	$(BIN)/python scripts/devserver.py
 
 ## The whole suite against real Redis, gunicorn, worker and Chromium processes.
-test: install
+test: install js
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## The suite without the long fault and load tests (marked `slow`), for quick local runs.
-test-quick: install
+test-quick: install js
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install

@@ -207,6 +207,28 @@ class ChatCompletionRequest(_Out):
     user: str | None = None
 
 
+class UIMessage(_Out):
+    """A Vercel AI SDK UI message; its text and tool parts reach the model (docs/ai-sdk.md)."""
+
+    id: str | None = None
+    role: Literal["system", "user", "assistant"]
+    parts: list[dict[str, Any]]
+
+
+class AiSdkChatRequest(_Out):
+    """What the AI SDK's `DefaultChatTransport` posts (`id` is the chat id).
+
+    Any field of GenerationRequest except `messages` may be added at the top
+    level (the transport's `body` option): `provider`, `model`, `max_tokens`,
+    `tools`, `mock`, …; anything else is a 400 naming it.
+    """
+
+    id: str = Field(min_length=1, max_length=256)
+    messages: list[UIMessage] = Field(min_length=1)
+    trigger: Literal["submit-message", "regenerate-message"] | None = None
+    messageId: str | None = None  # camelCase: the transport's name
+
+
 class ChatCompletion(_Out):
     id: str
     object: Literal["chat.completion"]

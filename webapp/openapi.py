@@ -44,6 +44,14 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     *out.EVENT_SCHEMAS.values(),
     out.OpenAIErrorBody, out.ChatCompletion,
 ]
+AI_SDK_STREAM = {"description": "The UI message stream (`x-vercel-ai-ui-message-stream: v1`): "
+                                "`data:` chunks ending with `data: [DONE]`",
+                 "headers": {"x-vercel-ai-ui-message-stream": {"schema": {"const": "v1"}},
+                             "Spool-Generation-Id": {"schema": {"type": "string"}}},
+                 # Each SSE event: a `data:` line (a JSON chunk, or `[DONE]`), no event name.
+                 "content": {"text/event-stream": {"schema": {
+                     "type": "object", "required": ["data"],
+                     "properties": {"data": {"type": "string"}}}}}}
 FACADE_STATUSES = (400, 401, 404, 413, 415, 429, 503)
 
 
@@ -73,7 +81,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 def components(settings: Settings) -> dict[str, Any]:
     """Schemas of every request and response model, adjusted to `settings`."""
-    models = [(GenerationRequest, "validation"), (out.ChatCompletionRequest, "validation")]
+    models = [(GenerationRequest, "validation"), (out.ChatCompletionRequest, "validation"),
+              (out.AiSdkChatRequest, "validation")]
     models += [(m, "serialization") for m in RESPONSE_MODELS]
     _, schema = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
     schemas: dict[str, Any] = schema["$defs"]
@@ -116,6 +125,33 @@ def facade_paths() -> dict[str, Any]:
                             "schema": {"type": "string"}}],
             "responses": {"200": _json(out.ModelEntry, "The model"),
                           **_openai_errors(401, 404, 429, 503)},
+        }},
+    }
+
+
+def ai_sdk_paths() -> dict[str, Any]:
+    """The Vercel AI SDK facade (docs/ai-sdk.md): useChat's POST and its resume GET."""
+    return {
+        "/v1/ai-sdk/chat": {"post": {
+            "operationId": "aiSdkChat",
+            "summary": "Start a chat's answer; the AI SDK UI message stream",
+            "description": "Closing the stream does not cancel the generation; the message "
+                           "id is the generation id (`POST /v1/generations/{id}/cancel`).",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref(out.AiSdkChatRequest)}}},
+            "responses": {"200": AI_SDK_STREAM,
+                          **_errors(400, 401, 413, 415, 429, 503)},
+        }},
+        "/v1/ai-sdk/chat/{chatId}/stream": {"get": {
+            "operationId": "aiSdkChatResume",
+            "summary": "Replay the chat's answer in progress from its start, then follow it",
+            "parameters": [{"name": "chatId", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": AI_SDK_STREAM,
+                          "204": {"description": "The chat has no answer in progress"},
+                          **_errors(401, 429, 503),
+                          "404": _json(out.ErrorBody, "A chat id no route can hold (one with "
+                                                      "a line break, or starting with `/`)")},
         }},
     }
 
@@ -179,7 +215,10 @@ def paths() -> dict[str, Any]:
             "security": [{"bearerAuth": []}, {"streamToken": []}],
             "responses": {
                 "200": {"description": "The event stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                        # Each SSE event: a `data:` line (a JSON chunk, or `[DONE]`), no event name.
+                 "content": {"text/event-stream": {"schema": {
+                     "type": "object", "required": ["data"],
+                     "properties": {"data": {"type": "string"}}}}}},
                 "204": {"description": "The resume point is at or past the terminal event"},
                 **_errors(400, 401, 404, 410, 429, 503),
             },
@@ -190,6 +229,7 @@ def paths() -> dict[str, Any]:
                           **_openai_errors(401, 429, 503)},
         }},
         **facade_paths(),
+        **ai_sdk_paths(),
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Liveness", "security": [],
             "responses": {"200": _json(out.Health, "Serving")},

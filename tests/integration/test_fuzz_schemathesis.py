@@ -86,7 +86,9 @@ OPERATIONS = [
 ]
 # The OpenAI facade: its request contract is OpenAI's (checked by its translator and
 # its own tests); here every check runs except "schema-valid data is accepted".
-FACADE = [("POST", "/v1/chat/completions"), ("GET", "/v1/models/{model_id}")]
+FACADE = [("POST", "/v1/chat/completions"), ("GET", "/v1/models/{model_id}"),
+          # The AI SDK facade: its translator checks UI messages' parts (docs/ai-sdk.md).
+          ("POST", "/v1/ai-sdk/chat"), ("GET", "/v1/ai-sdk/chat/{chatId}/stream")]
 
 
 # schemathesis' pytest plugin (`from_fixture`) does not run on pytest 9, so the

@@ -6,7 +6,6 @@ import orjson
 import pytest
 
 from webapp.facades.chat_format import (
-    DONE_LINE,
     ChunkStream,
     cancelled_error,
     completion,
@@ -14,6 +13,7 @@ from webapp.facades.chat_format import (
     generation_error,
     openai_usage,
 )
+from webapp.facades.wire import DONE_LINE
 
 GEN = "gen_AbCdEfGhIjKlMnOpQrStUv"
 HEAD = (b'data: {"id":"chatcmpl-AbCdEfGhIjKlMnOpQrStUv","object":"chat.completion.chunk",'

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import redis
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -28,11 +27,9 @@ from webapp.auth import authenticate
 from webapp.body import require_json_object
 from webapp.errors import ApiError
 from webapp.facades.chat_format import (
-    KEEPALIVE,
     ChunkStream,
     cancelled_error,
     completion,
-    data_line,
     error_object,
     generation_error,
 )
@@ -43,9 +40,10 @@ from webapp.facades.chat_request import (
     invalid,
     translate,
 )
+from webapp.facades.streaming import translate_log
+from webapp.facades.wire import data_line
 from webapp.launch import start_generation, wait_for_end
-from webapp.relay.follow import Quiet, follow
-from webapp.relay.hub import HubUnavailable, Live
+from webapp.relay.hub import HubUnavailable
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.facade")
@@ -161,15 +159,7 @@ def stream_chunks(svc: Services, gen_id: str, chunks: ChunkStream) -> Iterator[b
     partial answer for a whole one; the generation itself goes on.
     """
     yield chunks.opening()
-    try:
-        for item in follow(svc, gen_id, 0):
-            if isinstance(item, Quiet):
-                yield KEEPALIVE
-                continue
-            entry = item.entry() if isinstance(item, Live) else item
-            yield from chunks.feed(entry.event, orjson.loads(entry.data))
-    except (HubUnavailable, redis.RedisError) as exc:
-        log.warning("facade stream %s cut: %s", gen_id, type(exc).__name__)
+    yield from translate_log(svc, gen_id, chunks)
     if not chunks.ended:
         yield data_line(error_object(
             f"the stream was interrupted; generation {gen_id} continues: resume it from "

@@ -19,9 +19,8 @@ from typing import Any
 import orjson
 
 from spool.events import CANCELLED, DELTA, DONE, ERROR, TOOL_CALL
+from webapp.facades.wire import DONE_LINE, data_line
 
-DONE_LINE = b"data: [DONE]\n\n"
-KEEPALIVE = b": keep-alive\n\n"
 COMPLETION_ID_PREFIX = "chatcmpl-"
 GENERATION_ID_PREFIX = "gen_"
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
@@ -113,11 +112,6 @@ def completion(gen_id: str, created: int, model: str, text: str,
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def data_line(body: Any) -> bytes:
-    """One SSE `data:` line (compact JSON never holds a raw line break)."""
-    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 @dataclass
