@@ -52,7 +52,8 @@ def _validate(svc: Services, chat: ChatRequest) -> GenerationRequest:
     """The core's validation, with message indexes in the client's terms."""
     try:
         return parse_generation_request(chat.generation,
-                                        max_tokens_limit=svc.settings.max_tokens_limit)
+                                        max_tokens_limit=svc.settings.max_tokens_limit,
+                                        providers=svc.settings.provider_names)
     except RequestError as exc:
         param = client_param(exc.param, chat)
         message = exc.message
