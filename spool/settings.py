@@ -25,6 +25,9 @@ from spool.provider_config import (
 __all__ = ["ConfigError", "ProviderConfig", "RetryPolicy", "Settings", "parse_api_keys"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+UNCONFIGURED_HINTS = {"openai": "OPENAI_API_KEY or OPENAI_BASE_URL",
+                      "anthropic": "ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL",
+                      "gemini": "GEMINI_API_KEY"}
 MIN_SECRET_LEN = 32
 LOG_FORMATS = ("auto", "json", "text")
 
@@ -167,6 +170,11 @@ class Settings:
         default_provider = env.get("SPOOL_DEFAULT_PROVIDER", "").strip() or "mock"
         fallbacks = env_csv(env, "SPOOL_FALLBACK_PROVIDERS")
         _check_provider_choice("SPOOL_DEFAULT_PROVIDER", (default_provider,), provider_names)
+        if default_provider not in providers:
+            # Every request without "provider" would fail: refuse now. (A fallback that
+            # is not configured is only skipped, as it always was.)
+            raise ConfigError(f"SPOOL_DEFAULT_PROVIDER: provider {default_provider!r} is not "
+                              f"configured (set {UNCONFIGURED_HINTS[default_provider]})")
         _check_provider_choice("SPOOL_FALLBACK_PROVIDERS", fallbacks, provider_names)
         batch_share = _float(env, "SPOOL_BATCH_SHARE", 0.75)
         if batch_share > 1:

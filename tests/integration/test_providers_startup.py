@@ -37,6 +37,8 @@ CASES = {
     "gemini without key": ({"SPOOL_PROVIDERS": "gemini"}, "GEMINI_API_KEY must be set"),
     "unknown default": ({"SPOOL_DEFAULT_PROVIDER": "local"},
                         "SPOOL_DEFAULT_PROVIDER: unknown provider 'local'"),
+    "default not configured": ({"SPOOL_DEFAULT_PROVIDER": "openai"},
+                               "SPOOL_DEFAULT_PROVIDER: provider 'openai' is not configured"),
     "unknown fallback": ({**LOCAL, "SPOOL_FALLBACK_PROVIDERS": "local,openia"},
                          "SPOOL_FALLBACK_PROVIDERS: unknown provider 'openia'"),
 }

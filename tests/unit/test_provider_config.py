@@ -100,6 +100,10 @@ LOCAL = {"SPOOL_PROVIDERS": "local", "SPOOL_PROVIDER_LOCAL_BASE_URL": "http://h:
     ({"OPENAI_BASE_URL": "localhost:11434"},
      "OPENAI_BASE_URL must be an http:// or https:// URL"),
     ({"SPOOL_DEFAULT_PROVIDER": "cohere"}, "SPOOL_DEFAULT_PROVIDER: unknown provider 'cohere'"),
+    ({"SPOOL_DEFAULT_PROVIDER": "anthropic"},
+     "SPOOL_DEFAULT_PROVIDER: provider 'anthropic' is not configured (set ANTHROPIC_API_KEY"),
+    ({"SPOOL_DEFAULT_PROVIDER": "gemini"},
+     "SPOOL_DEFAULT_PROVIDER: provider 'gemini' is not configured (set GEMINI_API_KEY)"),
     ({"SPOOL_FALLBACK_PROVIDERS": "openai,x"}, "SPOOL_FALLBACK_PROVIDERS: unknown provider 'x'"),
     ({"SPOOL_RETRY_ATTEMPTS": "three"}, "SPOOL_RETRY_ATTEMPTS must be an integer, got 'three'"),
 ])
