@@ -111,7 +111,7 @@ def test_send_messages_streams_one_ui_message(stack: Stack, spool: requests.Sess
 def test_drop_mid_answer_then_reconnect_replays_exactly_the_answer(
         stack: Stack, spool: requests.Session) -> None:
     # Sent to web 0, resumed through web 1: the chat's state is in Redis, not a process.
-    config = transport(stack, chat_id(), {"text": LONG_TEXT, "tokens_per_second": 40},
+    config = transport(stack, chat_id(), {"text": LONG_TEXT, "tokens_per_second": 25},
                        dropAfterDeltas=3, resumeApi=stack.url(CHAT, web=1))
     out = run_script("transport.mjs", config)
     dropped = out["dropped"]
