@@ -12,15 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from spool.envvars import ConfigError, env_csv, env_float, env_int
-from spool.provider_config import (
-    BUILTIN,
-    PRESETS,
-    ProviderConfig,
-    RetryPolicy,
-    Tuning,
-    builtin_providers,
-    parse_providers,
-)
+from spool.provider_config import BUILTIN, PRESETS, ProviderConfig, RetryPolicy, Tuning
+from spool.provider_env import builtin_providers, parse_providers
 
 __all__ = ["ConfigError", "ProviderConfig", "RetryPolicy", "Settings", "parse_api_keys"]
 
