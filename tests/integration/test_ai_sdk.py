@@ -334,3 +334,22 @@ def test_redis_restart_mid_answer_then_resume(durable_redis: RedisServer) -> Non
         assert requests.get(stack.url(f"{CHAT}/{chat}/stream"), timeout=10).status_code == 204
     finally:
         stack.close()
+
+
+@pytest.mark.slow
+def test_web_process_killed_mid_answer_then_resume_elsewhere(make_stack: Any) -> None:
+    """The web process streaming the POST dies (SIGKILL); the reload lands on another one,
+    which replays the whole answer: nothing about the chat lived in the dead process."""
+    stack = make_stack(webs=2)
+    chat = chat_id()
+    body = ui_message_body(chat, mock={**FAST_MOCK, "text": LONG_TEXT, "tokens_per_second": 30})
+    with requests.post(stack.url(CHAT), json=body, stream=True, timeout=30) as resp:
+        gen_id = resp.headers["Spool-Generation-Id"]
+        next(line for line in resp.iter_lines() if b"text-delta" in line)
+        stack.webs[0].kill()
+    with requests.get(stack.url(f"{CHAT}/{chat}/stream", web=1), stream=True, timeout=60) as again:
+        assert again.status_code == 200
+        replay = read_chunks(again)
+    assert replay[0] == {"type": "start", "messageId": gen_id}
+    assert text_of_chunks(replay) == LONG_TEXT
+    assert replay[-1] == "[DONE]"
