@@ -128,6 +128,11 @@ class Settings:
     redis_cluster: bool | None = None  # None: detect at connect time
     metrics_flush_s: float = 5.0
     log_format: str = "auto"  # auto (JSON unless stderr is a TTY), json, text
+    # Web read timeouts: a request head must arrive within header_timeout_s of
+    # its first byte (or of the connection opening); a body within
+    # body_timeout_s of its head. Slow or silent clients are cut, not waited on.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -199,4 +204,6 @@ class Settings:
             redis_cluster=_tristate(env, "SPOOL_REDIS_CLUSTER"),
             metrics_flush_s=_float(env, "SPOOL_METRICS_FLUSH_S", 5.0, 0.05),
             log_format=log_format,
+            header_timeout_s=_float(env, "SPOOL_HEADER_TIMEOUT_S", 10.0, 0.1),
+            body_timeout_s=_float(env, "SPOOL_BODY_TIMEOUT_S", 30.0, 0.1),
         )
