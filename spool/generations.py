@@ -17,6 +17,7 @@ from spool.batches import on_generation_end
 from spool.clock import iso, now_ms
 from spool.events import CANCELLED, STATUS, TERMINAL_STATUSES
 from spool.keys import Keys
+from spool.limits import ACTIVE_FIELD, queue_release
 from spool.log import EventLog, dumps
 from spool.schemas import GenerationRequest
 
@@ -44,6 +45,43 @@ class Generations:
         self.keys = keys
         self.log = log
 
+    def new_record(
+        self,
+        tenant: str,
+        request: GenerationRequest,
+        *,
+        provider: str,
+        model: str,
+        abandon_after_s: int | None,
+        batch_id: str | None = None,
+        holds_place: bool = False,
+    ) -> dict[str, Any]:
+        """The fields of a new generation's record (status queued, created now).
+
+        `holds_place`: it takes one of its tenant's SPOOL_MAX_ACTIVE places,
+        which whoever ends it gives back (`spool.limits.queue_release`).
+        """
+        body = request.model_dump(mode="json")
+        body.update(provider=provider, model=model)
+        fields: dict[str, Any] = {
+            "tenant": tenant,
+            "status": "queued",
+            "provider": provider,
+            "model": model,
+            "priority": request.priority,
+            "request": dumps(body),
+            "metadata": dumps(request.metadata),
+            "created_ms": now_ms(),
+            "last_seq": 0,
+        }
+        if abandon_after_s is not None:
+            fields["abandon_after_s"] = abandon_after_s
+        if batch_id is not None:
+            fields["batch_id"] = batch_id
+        if holds_place:
+            fields[ACTIVE_FIELD] = "1"
+        return fields
+
     def create(
         self,
         gen_id: str,
@@ -61,34 +99,28 @@ class Generations:
         With `pipe`, only queue the commands on it (a batch writes many
         records per round trip); the caller executes it.
         """
+        fields = self.new_record(tenant, request, provider=provider, model=model,
+                                 abandon_after_s=abandon_after_s, batch_id=batch_id)
+        self.write_record(gen_id, fields, pipe)
+
+    def write_record(self, gen_id: str, fields: dict[str, Any], pipe: Any = None) -> None:
+        """Write a record built by `new_record`, its tombstone and event 1 (one MULTI).
+
+        New generations from the API are written by the admission script
+        instead (`spool.admission`), which writes the same keys.
+        """
         k, retention = self.keys, self.log.retention
-        created = now_ms()
-        body = request.model_dump(mode="json")
-        body.update(provider=provider, model=model)
-        fields: dict[str, Any] = {
-            "tenant": tenant,
-            "status": "queued",
-            "provider": provider,
-            "model": model,
-            "priority": request.priority,
-            "request": dumps(body),
-            "metadata": dumps(request.metadata),
-            "created_ms": created,
-            "last_seq": 0,
-        }
-        if abandon_after_s is not None:
-            fields["abandon_after_s"] = abandon_after_s
-        if batch_id is not None:
-            fields["batch_id"] = batch_id
         own = pipe is None
         if own:
             pipe = self.client.pipeline(transaction=True)
         pipe.hset(k.record(gen_id), mapping=fields)
         pipe.expire(k.record(gen_id), retention.live_s)
-        pipe.set(k.tombstone(gen_id), tenant, ex=retention.live_s + retention.tombstone_s)
-        if abandon_after_s is not None:
+        pipe.set(k.tombstone(gen_id), fields["tenant"],
+                 ex=retention.live_s + retention.tombstone_s)
+        if "abandon_after_s" in fields:
             # The web's abandon sweeper cancels it unless a reader pushes this back.
-            pipe.zadd(k.abandon_index(), {gen_id: created + abandon_after_s * 1000})
+            deadline = int(fields["created_ms"]) + int(fields["abandon_after_s"]) * 1000
+            pipe.zadd(k.abandon_index(), {gen_id: deadline})
             # Every key expires: the index outlives any member's generation.
             pipe.expire(k.abandon_index(), retention.live_s)
         self.log.queue_append(pipe, gen_id, STATUS, {"status": "queued"})
@@ -155,6 +187,9 @@ class Generations:
             )
             if seq > 0:
                 ended = {**record, "status": "cancelled", "ended": str(seq)}
+                # No worker holds it: its place is given back here (a worker that
+                # still dequeues it finds the log ended and releases it again).
+                queue_release(self.client, self.keys, gen_id, record)
                 on_generation_end(self.client, self.keys, gen_id, ended)
                 return "cancelled"
         self.client.publish(self.keys.cancel_channel(), gen_id)

@@ -68,6 +68,12 @@ class Keys:
         return [self.record(gen_id), self.log(gen_id), self.text(gen_id), self.tool_calls(gen_id)]
 
     # -- indexes across generations ------------------------------------------
+    # A tenant's rate and active keys share a `{<tenant digest>}` hash tag, so
+    # on a Redis Cluster the admission script (rate, active place) runs on one
+    # slot. Idempotency keys carry no tag (a user string never shapes one).
+    def _tenant(self, tenant: str) -> str:
+        return "{" + _digest(tenant) + "}"
+
     def idempotency(self, tenant: str, key: str) -> str:
         """String: generation or batch id for (tenant, idempotency key), 24 h."""
         return f"{self.namespace}:idem:{_digest(tenant)}:{_digest(key)}"
@@ -79,13 +85,21 @@ class Keys:
         """
         return f"{self.namespace}:aichat:{_digest(tenant)}:{_digest(chat_id)}"
 
-    def rate(self, api_key: str, window: int) -> str:
-        """Counter of requests by one API key in one rate window."""
-        return f"{self.namespace}:rate:{_digest(api_key)}:{window}"
+    def rate(self, tenant: str, credential: str, window: int) -> str:
+        """Counter of requests by one credential (of `tenant`) in one rate window."""
+        return f"{self.namespace}:rate:{self._tenant(tenant)}:{_digest(credential)}:{window}"
 
     def active(self, tenant: str) -> str:
-        """Sorted set of a tenant's queued + running generation ids."""
-        return f"{self.namespace}:active:{_digest(tenant)}"
+        """Sorted set of a tenant's queued + running generation ids (score: admitted ms).
+
+        Admission adds, whoever ends a generation removes: its size is the
+        tenant's active count, read in O(1).
+        """
+        return f"{self.namespace}:active:{self._tenant(tenant)}"
+
+    def active_repair(self, tenant: str) -> str:
+        """String with a short TTL: the tenant's active set was checked for leaks lately."""
+        return f"{self.namespace}:active:{self._tenant(tenant)}:repair"
 
     def running(self) -> str:
         """Sorted set: in-progress generation id -> lease deadline (ms)."""

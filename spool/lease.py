@@ -36,6 +36,7 @@ from spool.connection import connect, is_cluster
 from spool.events import CANCELLED, ERROR, STATUS
 from spool.generations import cancel_fields
 from spool.keys import PRIORITIES, Keys
+from spool.limits import queue_release
 from spool.log import EventLog
 from spool.queue import FAILURE_TTL_S, enqueue_generation
 
@@ -245,16 +246,20 @@ class Settler:
             self._retire_rq_job(gen_id, None)
             return Outcome(gen_id, "missing")
         if "ended" in record:
+            # Its worker may have died between the terminal event and its release.
+            queue_release(self.client, self.keys, gen_id, record)
             self._retire_rq_job(gen_id, None)
             return Outcome(gen_id, "ended")
         if record.get("cancel"):
             reason = record["cancel"]
             self.log.append(gen_id, CANCELLED, {"reason": reason}, fields=cancel_fields(reason))
+            queue_release(self.client, self.keys, gen_id, record)
             self._retire_rq_job(gen_id, None)
             self._count_batch_row(gen_id, record)
             return Outcome(gen_id, "cancelled")
         if record.get("output"):
             self._end_lost(gen_id, record)
+            queue_release(self.client, self.keys, gen_id, record)
             self._retire_rq_job(gen_id, "worker lost: its lease expired mid-generation")
             self._count_batch_row(gen_id, record)
             return Outcome(gen_id, "worker_lost")

@@ -6,6 +6,8 @@ is the generation id, so RQ's registries and `rq info` name generations.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from rq import Queue
 
@@ -17,10 +19,22 @@ FAILURE_TTL_S = 86400
 
 
 def queue_for(rq_client: redis.Redis, keys: Keys, priority: str) -> Queue:
-    """The RQ queue serving `priority` ("interactive" or "batch")."""
+    """The RQ queue serving `priority` ("interactive" or "batch").
+
+    One Queue object per client and name: RQ caches the server version on
+    it, which a fresh Queue would ask Redis for (INFO) on every enqueue.
+    """
     if priority not in PRIORITIES:
         raise ValueError(f"unknown priority {priority!r}")
-    return Queue(keys.queue_name(priority), connection=rq_client)
+    cache: dict[str, Queue] | None = getattr(rq_client, "_spool_queues", None)
+    if cache is None:
+        cache = {}
+        setattr(rq_client, "_spool_queues", cache)  # noqa: B010 - a private cache slot
+    name = keys.queue_name(priority)
+    queue = cache.get(name)
+    if queue is None:
+        queue = cache[name] = Queue(name, connection=rq_client)
+    return queue
 
 
 def enqueue_generation(
@@ -31,8 +45,12 @@ def enqueue_generation(
     job_timeout_s: int,
     *,
     at_front: bool = False,
+    pipeline: Any = None,
 ) -> None:
-    """Put generation `gen_id` on its priority's queue (job id = generation id)."""
+    """Put generation `gen_id` on its priority's queue (job id = generation id).
+
+    With `pipeline` (of `rq_client`), the commands are only queued on it.
+    """
     queue_for(rq_client, keys, priority).enqueue_call(
         JOB_FUNC,
         args=(gen_id,),
@@ -42,4 +60,5 @@ def enqueue_generation(
         failure_ttl=FAILURE_TTL_S,
         description=f"generation {gen_id}",
         at_front=at_front,
+        pipeline=pipeline,
     )

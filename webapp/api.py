@@ -12,7 +12,8 @@ from spool.schemas import RequestError, parse_generation_request
 from webapp.auth import authenticate, stream_url
 from webapp.body import require_json_object
 from webapp.errors import ApiError
-from webapp.launch import find_generation, start_generation, wait_for_end
+from webapp.launch import find_generation, launch_generation, start_generation, wait_for_end
+from webapp.limits import count_deferred
 from webapp.relay.hub import HubUnavailable
 from webapp.relay.presence import count_readers
 from webapp.services import services
@@ -21,29 +22,37 @@ bp = Blueprint("api", __name__)
 
 
 def parse_request_body() -> Any:
-    """Decode and validate a generation request body (400/413/415 on failure)."""
+    """Decode and validate a generation request body (400/413/415 on failure).
+
+    A refused body still counts against the caller's rate (429 past it).
+    """
     svc = services()
-    payload = require_json_object(request)
     try:
-        return parse_generation_request(payload, max_tokens_limit=svc.settings.max_tokens_limit)
-    except RequestError as exc:
-        raise ApiError(400, exc.message, param=exc.param) from None
+        payload = require_json_object(request)
+        try:
+            return parse_generation_request(payload,
+                                            max_tokens_limit=svc.settings.max_tokens_limit,
+                                            providers=svc.settings.provider_names)
+        except RequestError as exc:
+            raise ApiError(400, exc.message, param=exc.param) from None
+    except ApiError:
+        count_deferred(svc.settings)
+        raise
 
 
 @bp.post("/v1/generations")
 def create_generation() -> ResponseReturnValue:
     """Enqueue a generation; 202 with its id and stream URL."""
     svc = services()
-    tenant = authenticate(svc.settings)
+    tenant = authenticate(svc.settings, defer_rate=True)
     body = parse_request_body()
-    gen_id, existed = start_generation(svc, tenant, body)
-    if existed:  # an idempotent replay: whatever the earlier one has become
+    launched = launch_generation(svc, tenant, body)
+    gen_id = launched.gen_id
+    if launched.created_ms is None:  # an idempotent replay: whatever the earlier one became
         status, created_ms = (find_generation(svc, gen_id, tenant)[name]
                               for name in ("status", "created_ms"))
-    else:
-        # Two small fields, not HGETALL: the record also holds the whole request.
-        status, created_ms = (str(value) for value in svc.redis.hmget(
-            svc.keys.record(gen_id), "status", "created_ms"))
+    else:  # just admitted: nothing to read back
+        status, created_ms = "queued", str(launched.created_ms)
     return jsonify(
         id=gen_id,
         object="generation",
@@ -80,7 +89,7 @@ def cancel_generation(gen_id: str) -> ResponseReturnValue:
 def chat() -> ResponseReturnValue:
     """Create a generation and wait for it: 200 with the record, or 504 with the id."""
     svc = services()
-    tenant = authenticate(svc.settings)
+    tenant = authenticate(svc.settings, defer_rate=True)
     body = parse_request_body()
     gen_id, _ = start_generation(svc, tenant, body)
     try:

@@ -3,44 +3,44 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import gevent.queue
 import redis
 
+from spool.admission import IDEMPOTENCY_TTL_S, Refused, Ticket
 from spool.catalog import configured_providers, default_model
 from spool.ids import is_generation_id, new_generation_id
+from spool.limits import queue_release
 from spool.queue import enqueue_generation
 from spool.schemas import GenerationRequest
 from webapp.errors import ApiError
-from webapp.limits import release_active, reserve_active
+from webapp.limits import active_error, count_deferred, enforced, rate_error, take_deferred
 from webapp.relay.hub import Live
 from webapp.services import Services
 
-IDEMPOTENCY_TTL_S = 86400
-
+__all__ = ["IDEMPOTENCY_TTL_S", "find_generation", "launch_generation", "resolve_provider",
+           "start_generation", "wait_for_end"]
 
 def resolve_provider(svc: Services, request: GenerationRequest) -> tuple[str, str]:
     """(provider, model) for a request, or 400 when the provider is not configured."""
     provider = request.provider or svc.settings.default_provider
     if provider not in configured_providers(svc.settings):
-        raise ApiError(400, f"provider {provider!r} is not configured on this server",
+        raise ApiError(400, f"provider {provider!r} is not configured on this server "
+                       f"(configured: {', '.join(configured_providers(svc.settings))})",
                        param="provider")
-    return provider, request.model or default_model(provider)
+    return provider, request.model or default_model(svc.settings, provider)
 
 
-def _claim_idempotency(svc: Services, tenant: str, key: str, gen_id: str) -> str | None:
-    """Claim `key` for `gen_id`; returns the earlier generation's id if one holds it."""
-    idem_key = svc.keys.idempotency(tenant, key)
-    if svc.redis.set(idem_key, gen_id, nx=True, ex=IDEMPOTENCY_TTL_S):
-        return None
-    earlier = svc.redis.get(idem_key)
-    if (isinstance(earlier, str) and is_generation_id(earlier)
-            and (svc.generations.load(earlier) or svc.generations.tombstone_tenant(earlier))):
-        return earlier
-    # The earlier attempt never got as far as a record: this one takes the key over.
-    svc.redis.set(idem_key, gen_id, ex=IDEMPOTENCY_TTL_S)
-    return None
+@dataclass(frozen=True)
+class Launched:
+    """A started generation: its id, whether an idempotency key matched an
+    earlier one, and (for a new one) its creation time."""
+
+    gen_id: str
+    existing: bool
+    created_ms: int | None = None
 
 
 def start_generation(
@@ -50,41 +50,72 @@ def start_generation(
     *,
     batch_id: str | None = None,
 ) -> tuple[str, bool]:
-    """Create and enqueue a generation; returns (id, whether it already existed).
+    """Create and enqueue a generation; returns (id, whether it already existed)."""
+    launched = launch_generation(svc, tenant, request, batch_id=batch_id)
+    return launched.gen_id, launched.existing
 
-    Outside batches (whose rows queue behind interactive work by design) a
-    new generation takes one of the tenant's SPOOL_MAX_ACTIVE places, or 429.
+
+def launch_generation(
+    svc: Services,
+    tenant: str,
+    request: GenerationRequest,
+    *,
+    batch_id: str | None = None,
+) -> Launched:
+    """Create and enqueue a generation.
+
+    Two round trips: the admission script (rate, idempotency, the tenant's
+    active place, record and event 1; see `spool.admission`), then the RQ
+    enqueue as one pipeline. Outside batches (whose rows queue behind
+    interactive work by design) a new generation takes one of the tenant's
+    SPOOL_MAX_ACTIVE places, or 429.
     """
-    provider, model = resolve_provider(svc, request)
-    gen_id = new_generation_id()
-    if request.idempotency_key:
-        earlier = _claim_idempotency(svc, tenant, request.idempotency_key, gen_id)
-        if earlier is not None:
-            return earlier, True
+    try:
+        provider, model = resolve_provider(svc, request)
+    except ApiError:
+        count_deferred(svc.settings)
+        raise
     if "abandon_after_s" in request.model_fields_set:
         abandon = request.abandon_after_s
     else:
         abandon = svc.settings.abandon_after_s
-    if batch_id is None:
-        reserve_active(svc, tenant, gen_id)
+    limited = enforced(svc.settings)
+    takes_place = limited and batch_id is None
+    record = svc.generations.new_record(tenant, request, provider=provider, model=model,
+                                        abandon_after_s=abandon, batch_id=batch_id,
+                                        holds_place=takes_place)
+    ticket = Ticket(new_generation_id(), tenant, record,
+                    rate=take_deferred(svc.settings) if limited else None,
+                    idempotency_key=request.idempotency_key,
+                    active_limit=svc.settings.max_active if takes_place else 0)
     try:
-        svc.generations.create(
-            gen_id, tenant, request, provider=provider, model=model,
-            abandon_after_s=abandon, batch_id=batch_id,
-        )
-    except BaseException:
-        release_active(svc, tenant, gen_id)
-        raise
+        admitted = svc.admission.admit(ticket)
+    except Refused as refused:
+        if refused.kind == "rate":
+            raise rate_error(svc.settings, refused.verdict) from None
+        raise active_error(svc.settings, refused.verdict) from None
+    if admitted.existing:
+        return Launched(admitted.gen_id, True)
+    _enqueue(svc, ticket)
+    return Launched(ticket.gen_id, False, int(record["created_ms"]))
+
+
+def _enqueue(svc: Services, ticket: Ticket) -> None:
+    """The RQ job, one pipeline; if Redis refuses, the generation ends `unavailable`."""
+    gen_id = ticket.gen_id
     try:
-        enqueue_generation(
-            svc.rq_redis, svc.keys, gen_id, request.priority, svc.settings.job_timeout_s
-        )
+        with svc.rq_redis.pipeline() as pipe:
+            enqueue_generation(svc.rq_redis, svc.keys, gen_id, ticket.record["priority"],
+                               svc.settings.job_timeout_s, pipeline=pipe)
+            pipe.execute()
     except redis.RedisError:
-        svc.log.append(gen_id, "error", {"type": "unavailable",
-                                         "message": "could not enqueue", "retryable": True},
-                       fields={"status": "failed", "finish_reason": "error"})
+        seq = svc.log.append(gen_id, "error", {"type": "unavailable",
+                                               "message": "could not enqueue",
+                                               "retryable": True},
+                             fields={"status": "failed", "finish_reason": "error"})
+        if seq > 0:
+            queue_release(svc.redis, svc.keys, gen_id, ticket.record)
         raise
-    return gen_id, False
 
 
 def find_generation(svc: Services, gen_id: str, tenant: str | None) -> dict[str, str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 from redis import Redis
 
+from spool.admission import Admission
 from spool.connection import (
     connect,
     connect_rq,
@@ -39,6 +40,7 @@ class Services:
     log: EventLog
     generations: Generations
     hub: Hub | ShardedHub
+    admission: Admission
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -50,6 +52,7 @@ class Services:
                          max_connections=CLUSTER_POOL_SIZE if cluster else REDIS_POOL_SIZE)
         event_log = open_event_log(settings, client)
         keys = event_log.keys
+        generations = Generations(client, keys, event_log)
         return cls(
             settings=settings,
             redis=client,
@@ -57,8 +60,9 @@ class Services:
                                 blocking=True),
             keys=keys,
             log=event_log,
-            generations=Generations(client, keys, event_log),
+            generations=generations,
             hub=make_hub(settings.redis_url, client),
+            admission=Admission(generations),
         )
 
 

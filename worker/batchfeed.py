@@ -29,6 +29,7 @@ from spool.batches import BatchStore, account_row_end, counter_for, on_generatio
 from spool.clock import now_ms
 from spool.connection import connect_rq
 from spool.keys import QUEUE_BATCH
+from spool.limits import ACTIVE_FIELD, queue_release
 from spool.queue import enqueue_generation, queue_for
 from worker.context import WorkerContext
 
@@ -188,16 +189,19 @@ def start(ctx: WorkerContext) -> Feeder:
 
 
 def after_generation(ctx: WorkerContext, gen_id: str) -> None:
-    """After a job: count a batch row's end at once (the feed loop refills the queue).
+    """After a job: give an ended generation's active place back, and count a
+    batch row's end at once (the feed loop refills the queue).
 
     Never raises: if Redis is unreachable the sweeper accounts the row later.
     """
     try:
-        # Only the three fields: a record also holds the whole prompt.
-        fields = ("batch_id", "status", "ended")
+        # Only these fields: a record also holds the whole prompt.
+        fields = ("batch_id", "status", "ended", "tenant", ACTIVE_FIELD)
         values = ctx.redis.hmget(ctx.keys.record(gen_id), fields)
         record = {name: str(value) for name, value in zip(fields, values, strict=True)
                   if value is not None}
+        if "ended" in record:
+            queue_release(ctx.redis, ctx.keys, gen_id, record)
         if not record.get("batch_id"):
             return
         on_generation_end(ctx.redis, ctx.keys, gen_id, record)

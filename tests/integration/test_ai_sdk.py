@@ -6,6 +6,7 @@ plus the wire details (errors, cancel, 204, tenants) read with plain HTTP.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,8 @@ import requests
 
 from spool.ids import is_generation_id
 from tests.conftest import FAST_MOCK
-from tests.harness import Stack, wait_until
-from tests.nodejs import require_node, run_script
+from tests.harness import RedisServer, Stack, wait_until
+from tests.nodejs import run_script  # skips (fails under CI) without Node.js
 
 KEY = "sk-aisdk-" + secrets.token_hex(8)
 OTHER_KEY = "sk-aisdk-other-" + secrets.token_hex(8)
@@ -35,6 +36,7 @@ def stack(redis_server: Any) -> Iterator[Stack]:
         "SPOOL_PING_INTERVAL_S": "0.2",  # keep-alive comments must not trip the SDK's parser
     })
     shared.start_web()
+    shared.start_web()  # a reconnect may land on another web process
     shared.start_worker()
     yield shared
     shared.close()
@@ -87,11 +89,6 @@ def text_of_chunks(chunks: list[Any]) -> str:
     return "".join(c["delta"] for c in chunks if isinstance(c, dict) and c["type"] == "text-delta")
 
 
-@pytest.fixture(autouse=True)
-def _node() -> None:
-    require_node()
-
-
 def test_send_messages_streams_one_ui_message(stack: Stack, spool: requests.Session) -> None:
     out = run_script("transport.mjs", transport(stack, chat_id(), {"text": TEXT}))
     chunks = out["chunks"]
@@ -113,8 +110,9 @@ def test_send_messages_streams_one_ui_message(stack: Stack, spool: requests.Sess
 
 def test_drop_mid_answer_then_reconnect_replays_exactly_the_answer(
         stack: Stack, spool: requests.Session) -> None:
+    # Sent to web 0, resumed through web 1: the chat's state is in Redis, not a process.
     config = transport(stack, chat_id(), {"text": LONG_TEXT, "tokens_per_second": 40},
-                       dropAfterDeltas=3)
+                       dropAfterDeltas=3, resumeApi=stack.url(CHAT, web=1))
     out = run_script("transport.mjs", config)
     dropped = out["dropped"]
     assert dropped["deltas"] == 3
@@ -194,6 +192,8 @@ def test_cancel_route_stops_the_answer_with_abort(stack: Stack, spool: requests.
             if chunks and chunks[-1]["type"] == "text-delta":
                 break
         assert chunks[0] == {"type": "start", "messageId": gen_id}
+        # The stream counts as a reader of the generation, as an SSE reader does.
+        wait_until(lambda: record(stack, spool, gen_id)["readers"] == 1, 10)
         cancel = spool.post(stack.url(f"/v1/generations/{gen_id}/cancel"), timeout=10)
         assert cancel.status_code == 202
         chunks += read_chunks(resp)
@@ -201,6 +201,25 @@ def test_cancel_route_stops_the_answer_with_abort(stack: Stack, spool: requests.
                            {"type": "abort", "reason": "user"}, "[DONE]"]
     assert len(text_of_chunks(chunks)) < len(LONG_TEXT)
     assert spool.get(stack.url(f"{CHAT}/{chat}/stream"), timeout=10).status_code == 204
+
+
+def test_a_reader_keeps_an_abandon_after_s_answer_alive(stack: Stack,
+                                                        spool: requests.Session) -> None:
+    """`abandon_after_s` (opt-in) counts AI SDK streams as readers: reading keeps the answer
+    going past the limit; once nobody reads, it is abandoned."""
+    chat = chat_id()
+    body = ui_message_body(chat, mock={**FAST_MOCK, "text": LONG_TEXT, "tokens_per_second": 10},
+                           abandon_after_s=1)
+    with spool.post(stack.url(CHAT), json=body, stream=True, timeout=30) as resp:
+        gen_id = resp.headers["Spool-Generation-Id"]
+        deadline = time.monotonic() + 3  # three times the limit
+        for _line in resp.iter_lines():
+            if time.monotonic() > deadline:
+                break
+        assert record(stack, spool, gen_id)["status"] == "in_progress"
+    wait_until(lambda: record(stack, spool, gen_id)["status"] == "cancelled", 15,
+               what="the unwatched answer to be abandoned")
+    assert record(stack, spool, gen_id)["finish_reason"] == "abandoned"
 
 
 def test_failed_generation_ends_with_an_error_chunk(stack: Stack,
@@ -256,3 +275,81 @@ def test_bad_requests_are_400_naming_the_field(stack: Stack, spool: requests.Ses
     assert resp.status_code == 400, resp.text
     error = resp.json()["error"]
     assert error["type"] == "invalid_request" and error["param"] == param, error
+
+
+def test_same_limits_as_every_route(make_stack: Any) -> None:
+    """SPOOL_MAX_ACTIVE counts AI SDK answers too: a second one is a 429 with Retry-After."""
+    limited = make_stack(env={"SPOOL_API_KEYS": f"acme:{KEY}", "SPOOL_MAX_ACTIVE": "1",
+                              "SPOOL_SECRET_KEY": secrets.token_hex(32)})
+    headers = {"Authorization": f"Bearer {KEY}"}
+    slow = {**FAST_MOCK, "text": LONG_TEXT, "tokens_per_second": 10}
+    with requests.post(limited.url(CHAT), json=ui_message_body(chat_id(), mock=slow),
+                       headers=headers, stream=True, timeout=30) as first:
+        assert first.status_code == 200
+        second = requests.post(limited.url(CHAT), json=ui_message_body(chat_id(), mock=slow),
+                               headers=headers, timeout=10)
+        assert second.status_code == 429, second.text
+        assert second.headers["Retry-After"]
+        assert second.json()["error"]["type"] == "rate_limited"
+        requests.post(limited.url(f"/v1/generations/{first.headers['Spool-Generation-Id']}"
+                                  "/cancel"), headers=headers, timeout=10)
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    """A private Redis that keeps its data across a restart (append-only file)."""
+    server = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_answer_then_resume(durable_redis: RedisServer) -> None:
+    """Redis goes away under a streaming answer: the POST's stream ends without [DONE]
+    (an `error` chunk saying so, unless the relay rode it out), the worker finishes the
+    answer once Redis is back, and the resume route replays exactly the whole of it."""
+    stack = Stack(durable_redis.url)
+    try:
+        stack.start_web()
+        stack.start_worker()
+        chat = chat_id()
+        body = ui_message_body(chat, mock={**FAST_MOCK, "text": LONG_TEXT,
+                                           "tokens_per_second": 15})  # ~7 s
+        with requests.post(stack.url(CHAT), json=body, stream=True, timeout=60) as resp:
+            gen_id = resp.headers["Spool-Generation-Id"]
+            lines = resp.iter_lines()
+            next(line for line in lines if b"text-delta" in line)
+            durable_redis.restart(down_s=1.0)
+            rest = read_chunks(resp)
+        if rest[-1] != "[DONE]":
+            assert rest[-1]["type"] == "error" and gen_id in rest[-1]["errorText"], rest[-1]
+        # Still in progress: the resume route replays it from the start, then follows it.
+        with requests.get(stack.url(f"{CHAT}/{chat}/stream"), stream=True, timeout=60) as again:
+            assert again.status_code == 200
+            replay = read_chunks(again)
+        assert replay[0] == {"type": "start", "messageId": gen_id}
+        assert text_of_chunks(replay) == LONG_TEXT
+        assert replay[-2:] == [{"type": "finish", "finishReason": "stop"}, "[DONE]"]
+        assert requests.get(stack.url(f"{CHAT}/{chat}/stream"), timeout=10).status_code == 204
+    finally:
+        stack.close()
+
+
+@pytest.mark.slow
+def test_web_process_killed_mid_answer_then_resume_elsewhere(make_stack: Any) -> None:
+    """The web process streaming the POST dies (SIGKILL); the reload lands on another one,
+    which replays the whole answer: nothing about the chat lived in the dead process."""
+    stack = make_stack(webs=2)
+    chat = chat_id()
+    body = ui_message_body(chat, mock={**FAST_MOCK, "text": LONG_TEXT, "tokens_per_second": 30})
+    with requests.post(stack.url(CHAT), json=body, stream=True, timeout=30) as resp:
+        gen_id = resp.headers["Spool-Generation-Id"]
+        next(line for line in resp.iter_lines() if b"text-delta" in line)
+        stack.webs[0].kill()
+    with requests.get(stack.url(f"{CHAT}/{chat}/stream", web=1), stream=True, timeout=60) as again:
+        assert again.status_code == 200
+        replay = read_chunks(again)
+    assert replay[0] == {"type": "start", "messageId": gen_id}
+    assert text_of_chunks(replay) == LONG_TEXT
+    assert replay[-1] == "[DONE]"

@@ -5,7 +5,9 @@
 //
 // config: { api, chatId, headers, body, text: "user text",
 //           dropAfterDeltas: N  (abort the POST once N text deltas arrived, then
-//                                 reconnectToStream and assemble the replay) }
+//                                 reconnectToStream and assemble the replay),
+//           resumeApi: the api to reconnect through (default: api; another web
+//                      process, as after a load balancer sent the reload elsewhere) }
 //
 // Output: { chunks: [...every chunk of the stream that was read to its end...],
 //           dropped: { deltas, text } | null,   // what the first connection got
@@ -19,6 +21,10 @@ const transport = new DefaultChatTransport({
   headers: config.headers,
   body: config.body,
 });
+// useChat reconnects with the same transport; another one stands for another web process.
+const resumer = config.resumeApi
+  ? new DefaultChatTransport({ api: config.resumeApi, headers: config.headers, body: config.body })
+  : transport;
 const messages = [{ id: 'user-1', role: 'user', parts: [{ type: 'text', text: config.text ?? 'Hello!' }] }];
 
 // Records every chunk that passes, for the test to check the parts' order and shapes.
@@ -61,7 +67,7 @@ async function main() {
   let stream;
   if (config.dropAfterDeltas) {
     dropped = await dropMidAnswer(config.dropAfterDeltas);
-    stream = await transport.reconnectToStream({ chatId: config.chatId });
+    stream = await resumer.reconnectToStream({ chatId: config.chatId });
     if (stream === null) throw new Error('reconnectToStream found nothing to resume mid-answer');
   } else {
     stream = await transport.sendMessages({
@@ -70,7 +76,7 @@ async function main() {
     });
   }
   const message = await assemble(recorded(stream, chunks));
-  const afterEnd = await transport.reconnectToStream({ chatId: config.chatId });
+  const afterEnd = await resumer.reconnectToStream({ chatId: config.chatId });
   process.stdout.write(JSON.stringify({ chunks, dropped, message, afterEnd }));
 }
 
