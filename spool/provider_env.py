@@ -67,9 +67,16 @@ class _Reader:
         raw = env_str(self.env, name)
         if raw is None:
             return None
-        parts = urlsplit(raw)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.errors.append(f"{name} must be an http:// or https:// URL, got {raw!r}")
+        try:
+            parts = urlsplit(raw)
+            valid = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                     and (parts.port is None or parts.port > 0))  # .port checks the port
+        except ValueError:  # e.g. a bad port or an unclosed IPv6 bracket
+            valid = False
+        if not valid:
+            # Credentials in a URL (user:password@) are not echoed back.
+            shown = raw.rsplit("@", 1)[-1] if "@" in raw else raw
+            self.errors.append(f"{name} must be an http:// or https:// URL, got {shown!r}")
             return None
         return raw
 
