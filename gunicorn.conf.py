@@ -16,7 +16,9 @@ from spool.settings import ConfigError, Settings  # noqa: E402
 try:
     Settings.from_env()
 except ConfigError as _exc:
-    sys.exit(f"spool web: configuration error: {_exc}")
+    # One line per mistake, so an operator can fix them all in one go.
+    sys.exit("\n".join(f"spool web: configuration error: {line}"
+                       for line in str(_exc).splitlines()))
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"

@@ -1,39 +1,35 @@
 """Which providers are configured, and the models each offers.
 
 Shared by the web (validation, `GET /v1/models`) and the worker (defaults),
-so both agree without importing each other.
+so both agree without importing each other. The configuration itself is
+parsed once, at startup, by `spool.provider_config`.
 """
 
 from __future__ import annotations
 
+from spool.provider_config import DEFAULT_MODELS, KNOWN_MODELS, ProviderConfig
 from spool.settings import Settings
 
-DEFAULT_MODELS = {
-    "mock": "mock-1",
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-6",
-}
-KNOWN_MODELS = {
-    "mock": ("mock-1",),
-    "openai": ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini"),
-    "anthropic": ("claude-sonnet-4-6", "claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"),
-}
+__all__ = ["DEFAULT_MODELS", "KNOWN_MODELS", "configured_providers", "default_model",
+           "model_ids", "provider_config"]
 
 
 def configured_providers(settings: Settings) -> list[str]:
-    """Providers a request may choose: mock always; a vendor once it has a key or base URL.
-
-    A base URL alone counts because local OpenAI-compatible servers (vLLM,
-    Ollama, llama.cpp) often need no key.
-    """
-    names = ["mock"]
-    if settings.openai_api_key or settings.openai_base_url:
-        names.append("openai")
-    if settings.anthropic_api_key or settings.anthropic_base_url:
-        names.append("anthropic")
-    return names
+    """Providers a request may choose: mock always, and every configured name."""
+    return list(settings.providers)
 
 
-def default_model(provider: str) -> str:
-    """The model used when a request names none."""
-    return DEFAULT_MODELS[provider]
+def provider_config(settings: Settings, provider: str) -> ProviderConfig | None:
+    """The configuration of `provider`, or None when it is not configured."""
+    return settings.providers.get(provider)
+
+
+def default_model(settings: Settings, provider: str) -> str:
+    """The model used when a request to a configured `provider` names none."""
+    return settings.providers[provider].model
+
+
+def model_ids(settings: Settings) -> list[tuple[str, str]]:
+    """(provider, model) for every configured provider's listed models, in configuration order."""
+    return [(name, model) for name, config in settings.providers.items()
+            for model in config.models]

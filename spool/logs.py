@@ -183,6 +183,7 @@ def configure(*, log_format: str = "auto", log_content: bool = False,
 def configure_from_settings(settings: Any, level: str = "INFO") -> None:
     """`configure` with a Settings object's format, content flag and secrets."""
     secrets = [settings.secret_key, settings.openai_api_key, settings.anthropic_api_key,
-               *settings.api_keys]
+               *settings.api_keys,
+               *(config.api_key for config in getattr(settings, "providers", {}).values())]
     configure(log_format=settings.log_format, log_content=settings.log_content,
               secrets=secrets, level=level)

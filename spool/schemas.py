@@ -6,6 +6,7 @@ is a 400 rather than a silent coercion.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,7 +31,10 @@ MAX_ABANDON_AFTER_S = 7 * 86400
 MAX_JSON_DEPTH = 64  # request bodies nest no deeper than this (orjson writes <= 254)
 
 Role = Literal["system", "user", "assistant", "tool"]
-ProviderName = Literal["mock", "openai", "anthropic"]
+# Any configured name (SPOOL_PROVIDERS): the shape here, the name's existence
+# in parse_generation_request. A request names a provider, never a URL or key.
+ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+BUILTIN_PROVIDER_NAMES = ("mock", "openai", "anthropic", "gemini")
 
 
 def _integral_float(value: Any) -> Any:
@@ -176,9 +180,14 @@ def first_error(exc: ValidationError, prefix: str = "") -> RequestError:
 
 
 def parse_generation_request(
-    payload: Any, *, max_tokens_limit: int, param_prefix: str = ""
+    payload: Any, *, max_tokens_limit: int, param_prefix: str = "",
+    providers: Collection[str] = BUILTIN_PROVIDER_NAMES,
 ) -> GenerationRequest:
-    """Validate a decoded JSON body; raises RequestError."""
+    """Validate a decoded JSON body; raises RequestError.
+
+    `providers` are the names a request may use (`Settings.provider_names`);
+    whether the chosen one is configured is checked when the generation starts.
+    """
     if not isinstance(payload, dict):
         raise RequestError("request body must be a JSON object", param_prefix.rstrip(".") or None)
     try:
@@ -189,4 +198,7 @@ def parse_generation_request(
         raise RequestError(
             f"max_tokens must be at most {max_tokens_limit}", f"{param_prefix}max_tokens"
         )
+    if request.provider is not None and request.provider not in providers:
+        raise RequestError(f"{param_prefix}provider: unknown provider {request.provider!r}; "
+                           f"choose from {', '.join(providers)}", f"{param_prefix}provider")
     return request

@@ -11,40 +11,33 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from spool.envvars import ConfigError, env_csv, env_float, env_int
+from spool.provider_config import (
+    BUILTIN,
+    PRESETS,
+    ProviderConfig,
+    RetryPolicy,
+    Tuning,
+    builtin_providers,
+    parse_providers,
+)
+
+__all__ = ["ConfigError", "ProviderConfig", "RetryPolicy", "Settings", "parse_api_keys"]
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-PROVIDERS = ("mock", "openai", "anthropic")
+UNCONFIGURED_HINTS = {"openai": "OPENAI_API_KEY or OPENAI_BASE_URL",
+                      "anthropic": "ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL",
+                      "gemini": "GEMINI_API_KEY"}
 MIN_SECRET_LEN = 32
 LOG_FORMATS = ("auto", "json", "text")
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed."""
-
-
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return env_int(env, name, default, minimum)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:  # also rejects NaN
-        raise ConfigError(f"{name} must be >= {minimum}, got {raw}")
-    return value
+    return env_float(env, name, default, minimum)
 
 
 def _optional_int(env: Mapping[str, str], name: str, minimum: int = 1) -> int | None:
@@ -66,10 +59,6 @@ def _tristate(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name} must be 1, 0 or auto, got {raw!r}")
 
 
-def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
-
-
 def parse_api_keys(raw: str) -> dict[str, str]:
     """Parse `tenant:key,tenant:key` into {key: tenant}."""
     keys: dict[str, str] = {}
@@ -84,6 +73,13 @@ def parse_api_keys(raw: str) -> dict[str, str]:
             raise ConfigError("SPOOL_API_KEYS gives one key to two tenants")
         keys[key] = tenant
     return keys
+
+
+def _check_provider_choice(variable: str, names: tuple[str, ...], known: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{variable}: unknown provider {name!r}; known providers: "
+                              f"{', '.join(known)} (add others to SPOOL_PROVIDERS)")
 
 
 @dataclass(frozen=True)
@@ -128,6 +124,23 @@ class Settings:
     redis_cluster: bool | None = None  # None: detect at connect time
     metrics_flush_s: float = 5.0
     log_format: str = "auto"  # auto (JSON unless stderr is a TTY), json, text
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # SPOOL_RETRY_*
+    # Configured providers by name (spool/provider_config.py); every known name,
+    # configured or not, is in provider_names. Made from the fields above when empty.
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    provider_names: tuple[str, ...] = BUILTIN + PRESETS
+
+    def __post_init__(self) -> None:
+        # Settings made in code (tests, tools) get the built-in providers from their fields.
+        if not self.providers:
+            object.__setattr__(self, "providers", builtin_providers(
+                self.openai_api_key, self.openai_base_url, self.anthropic_api_key,
+                self.anthropic_base_url, self.tuning))
+
+    @property
+    def tuning(self) -> Tuning:
+        """The global timeouts and retry policy (each provider may override them)."""
+        return Tuning(self.first_token_timeout_s, self.idle_timeout_s, self.retry)
 
     @property
     def auth_enabled(self) -> bool:
@@ -146,11 +159,23 @@ class Settings:
                 f"SPOOL_SECRET_KEY must be set to at least {MIN_SECRET_LEN} characters "
                 "when SPOOL_API_KEYS is set (it signs stream tokens)"
             )
+        tuning = Tuning(
+            first_token_timeout_s=_float(env, "SPOOL_FIRST_TOKEN_TIMEOUT_S", 60.0, 0.1),
+            idle_timeout_s=_float(env, "SPOOL_IDLE_TIMEOUT_S", 60.0, 0.1),
+            retry=RetryPolicy(attempts=_int(env, "SPOOL_RETRY_ATTEMPTS", 3, 1),
+                              base_s=_float(env, "SPOOL_RETRY_BASE_S", 0.5),
+                              max_s=_float(env, "SPOOL_RETRY_MAX_S", 8.0)),
+        )
+        providers, provider_names = parse_providers(env, tuning)
         default_provider = env.get("SPOOL_DEFAULT_PROVIDER", "").strip() or "mock"
-        fallbacks = _csv(env, "SPOOL_FALLBACK_PROVIDERS")
-        for name in (default_provider, *fallbacks):
-            if name not in PROVIDERS:
-                raise ConfigError(f"unknown provider {name!r}; choose from {', '.join(PROVIDERS)}")
+        fallbacks = env_csv(env, "SPOOL_FALLBACK_PROVIDERS")
+        _check_provider_choice("SPOOL_DEFAULT_PROVIDER", (default_provider,), provider_names)
+        if default_provider not in providers:
+            # Every request without "provider" would fail: refuse now. (A fallback that
+            # is not configured is only skipped, as it always was.)
+            raise ConfigError(f"SPOOL_DEFAULT_PROVIDER: provider {default_provider!r} is not "
+                              f"configured (set {UNCONFIGURED_HINTS[default_provider]})")
+        _check_provider_choice("SPOOL_FALLBACK_PROVIDERS", fallbacks, provider_names)
         batch_share = _float(env, "SPOOL_BATCH_SHARE", 0.75)
         if batch_share > 1:
             raise ConfigError("SPOOL_BATCH_SHARE must be between 0 and 1")
@@ -182,7 +207,7 @@ class Settings:
             worker_slots=_int(env, "SPOOL_WORKER_SLOTS", 200, 1),
             batch_share=batch_share,
             shutdown_grace_s=_float(env, "SPOOL_SHUTDOWN_GRACE_S", 25.0),
-            cors_origins=_csv(env, "SPOOL_CORS_ORIGINS"),
+            cors_origins=env_csv(env, "SPOOL_CORS_ORIGINS"),
             log_content=_flag(env, "SPOOL_LOG_CONTENT"),
             abandon_after_s=_optional_int(env, "SPOOL_ABANDON_AFTER_S"),
             namespace=namespace,
@@ -193,8 +218,11 @@ class Settings:
             ping_interval_s=_float(env, "SPOOL_PING_INTERVAL_S", 15.0, 0.05),
             sse_retry_ms=_int(env, "SPOOL_SSE_RETRY_MS", 1000, 0),
             stream_token_ttl_s=_int(env, "SPOOL_STREAM_TOKEN_TTL_S", 86400, 1),
-            first_token_timeout_s=_float(env, "SPOOL_FIRST_TOKEN_TIMEOUT_S", 60.0, 0.1),
-            idle_timeout_s=_float(env, "SPOOL_IDLE_TIMEOUT_S", 60.0, 0.1),
+            first_token_timeout_s=tuning.first_token_timeout_s,
+            idle_timeout_s=tuning.idle_timeout_s,
+            retry=tuning.retry,
+            providers=providers,
+            provider_names=provider_names,
             max_batch_rows=_int(env, "SPOOL_MAX_BATCH_ROWS", 50000, 1),
             redis_cluster=_tristate(env, "SPOOL_REDIS_CLUSTER"),
             metrics_flush_s=_float(env, "SPOOL_METRICS_FLUSH_S", 5.0, 0.05),

@@ -31,7 +31,8 @@ def parse_request_body() -> Any:
         payload = require_json_object(request)
         try:
             return parse_generation_request(payload,
-                                            max_tokens_limit=svc.settings.max_tokens_limit)
+                                            max_tokens_limit=svc.settings.max_tokens_limit,
+                                            providers=svc.settings.provider_names)
         except RequestError as exc:
             raise ApiError(400, exc.message, param=exc.param) from None
     except ApiError:

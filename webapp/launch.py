@@ -27,9 +27,10 @@ def resolve_provider(svc: Services, request: GenerationRequest) -> tuple[str, st
     """(provider, model) for a request, or 400 when the provider is not configured."""
     provider = request.provider or svc.settings.default_provider
     if provider not in configured_providers(svc.settings):
-        raise ApiError(400, f"provider {provider!r} is not configured on this server",
+        raise ApiError(400, f"provider {provider!r} is not configured on this server "
+                       f"(configured: {', '.join(configured_providers(svc.settings))})",
                        param="provider")
-    return provider, request.model or default_model(provider)
+    return provider, request.model or default_model(svc.settings, provider)
 
 
 @dataclass(frozen=True)

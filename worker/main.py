@@ -20,7 +20,7 @@ import gevent
 from spool import logs, metrics
 from spool.connection import connect_rq
 from spool.settings import Settings
-from worker import batchfeed
+from worker import batchfeed, providers
 from worker.context import WorkerContext, set_context
 from worker.worker import SpoolWorker
 
@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(args)
     ctx = WorkerContext.build(settings)
     set_context(ctx)
+    # Import the SDKs and make their clients now, not on a generation's first request.
+    adapters = providers.registry(settings)
+    log.info("providers ready in %.2f s: %s", adapters.build_s, ", ".join(
+        f"{name} ({config.kind})" for name, config in settings.providers.items()))
     slots = args.slots or settings.worker_slots
     rq_client = connect_rq(settings.rq_redis_url, max_connections=RQ_POOL_SIZE, blocking=True)
     worker = SpoolWorker(ctx, rq_client, slots)

@@ -90,6 +90,7 @@ class Runner:
         self.obs: Observation | None = None
         self.request: dict[str, Any] = {}
         self.progress: Progress | None = None
+        self._open_stream: Stream | None = None  # the provider stream, once opened
 
     def emit(self, event: str, data: Any, fields: dict[str, Any] | None = None,
              *, wait: bool = False) -> int | None:
@@ -164,6 +165,7 @@ class Runner:
             self.emit(NOTICE, {"message": message})
 
         stream = open_stream(self.ctx, request, notify)
+        self._open_stream = stream
         try:
             for piece in self._pieces(stream, handle):
                 if isinstance(piece, TextDelta):
@@ -179,6 +181,7 @@ class Runner:
             raise
         finally:
             stream.close()
+            self._label_served()
         self._send_text(coalescer.flush(), progress)
         if self.ctx.writer.refused(self.gen_id):
             return
@@ -187,11 +190,18 @@ class Runner:
                   "model": getattr(stream, "model", None)}
         self._finish(request, progress, {k: v for k, v in served.items() if v})
 
+    def _label_served(self) -> None:
+        """Label metrics with the provider that is answering (a fallback, perhaps)."""
+        served = getattr(self._open_stream, "provider", None)
+        if self.obs is not None and isinstance(served, str):
+            self.obs.provider = served
+
     def _on_text(self, text: str, coalescer: Coalescer, progress: Progress) -> None:
-        if self.obs is not None:
-            self.obs.text_piece()
         if progress.first_token_ms is None:
             progress.first_token_ms = now_ms()
+            self._label_served()
+        if self.obs is not None:
+            self.obs.text_piece()
         progress.output_chunks += 1
         self._send_text(coalescer.feed(text), progress)
 

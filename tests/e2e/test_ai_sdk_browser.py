@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 KEY = "sk-aisdk-browser-" + secrets.token_hex(8)
 ANSWER = " ".join(f"token{i}" for i in range(50)) + " — the end 🙂"
-MOCK = {"text": ANSWER, "tokens_per_second": 25, "ttft_ms": 50}
+MOCK = {"text": ANSWER, "tokens_per_second": 15, "ttft_ms": 50}  # ~7 s: outlasts a slow reload
 PAGE = """<!doctype html>
 <meta charset="utf-8"><title>useChat on Spool</title>
 <ul id="messages"></ul>

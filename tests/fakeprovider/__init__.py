@@ -29,13 +29,14 @@ def scenario(**spec: Any) -> str:
 class FakeProvider:
     """A `python -m tests.fakeprovider` subprocess on a free loopback port."""
 
-    def __init__(self, ttft_ms: int = 0, tps: float = 0.0, tokens: int = 20) -> None:
+    def __init__(self, ttft_ms: int = 0, tps: float = 0.0, tokens: int = 20,
+                 name: str = "fake") -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="fakeprovider-")
         port_file = os.path.join(self._dir.name, "port")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.fakeprovider", "--host", "127.0.0.1", "--port", "0",
              "--port-file", port_file, "--ttft-ms", str(ttft_ms), "--tps", str(tps),
-             "--tokens", str(tokens)],
+             "--tokens", str(tokens), "--name", name],
             cwd=ROOT,
         )
         self.port = self._wait_for_port(port_file)

@@ -19,6 +19,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttft-ms", type=int, default=200)
     parser.add_argument("--tps", type=float, default=50.0, help="tokens per second; 0 = no pacing")
     parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--name", default="fake", help="who `whoami` scenarios say answered")
     return parser.parse_args(argv)
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM or SIGINT."""
     args = _parse(argv)
     server = FakeProviderServer(args.host, args.port, ttft_ms=args.ttft_ms, tps=args.tps,
-                                tokens=args.tokens)
+                                tokens=args.tokens, name=args.name)
     port = server.start()
     if args.port_file:
         # Write-then-rename, so a reader never sees a half-written port.

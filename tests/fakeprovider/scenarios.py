@@ -31,6 +31,7 @@ class Defaults:
     ttft_ms: int = 200
     tps: float = 50.0
     tokens: int = 100
+    name: str = "fake"  # says who answered, for `whoami` scenarios
 
 
 @dataclass
@@ -135,11 +136,17 @@ def resolve(body: dict[str, Any], defaults: Defaults, counter: FaultCounter) -> 
     spec: dict[str, Any] = {}
     if prompt.startswith(DIRECTIVE):
         spec = orjson.loads(prompt[len(DIRECTIVE) :])
-    if "text" in spec:
+    if spec.get("whoami"):
+        # Names the server and the model it was asked for: proves where a request went.
+        whoami = f"{defaults.name} answering for model {body.get('model')}"
+        chunks = split_chunks(whoami, DEFAULT_CHUNK_CHARS)
+    elif "text" in spec:
         chunks = split_chunks(spec["text"], int(spec.get("chunk_chars", DEFAULT_CHUNK_CHARS)))
     else:
         chunks = derived_text(prompt, int(spec.get("tokens", defaults.tokens)))
     fault = spec.get("fault")
+    if spec.get("fault_on") not in (None, defaults.name):
+        fault = None  # the fault belongs to another named server
     if fault is not None and not counter.should_fault(spec.get("key"), spec.get("fail_times")):
         fault = None
     return Scenario(

@@ -51,6 +51,11 @@ def test_assistant_steps_with_tool_calls_and_results() -> None:
         {"type": "tool-search", "toolCallId": "c3", "state": "output-denied", "input": {"q": 1},
          "approval": {"id": "a", "approved": False, "reason": "no"}},
         {"type": "tool-partial", "toolCallId": "c4", "state": "input-streaming"},
+        {"type": "tool-pending", "toolCallId": "c5", "state": "input-available", "input": {}},
+        {"type": "tool-ask", "toolCallId": "c6", "state": "approval-requested", "input": {},
+         "approval": {"id": "a6"}},
+        {"type": "tool-refused", "toolCallId": "c7", "state": "approval-responded",
+         "input": {}, "approval": {"id": "a7", "approved": False}},
         {"type": "step-start"},
         {"type": "text", "text": "21 °C."},
     ]}])
@@ -60,13 +65,15 @@ def test_assistant_steps_with_tool_calls_and_results() -> None:
             {"id": "c1", **call, "function": {"name": "get_weather",
                                               "arguments": '{"city":"Paris"}'}},
             {"id": "c2", **call, "function": {"name": "lookup", "arguments": "{}"}},
-            {"id": "c3", **call, "function": {"name": "search", "arguments": '{"q":1}'}}]},
+            {"id": "c3", **call, "function": {"name": "search", "arguments": '{"q":1}'}},
+            {"id": "c7", **call, "function": {"name": "refused", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": '{"celsius":21}'},
         {"role": "tool", "tool_call_id": "c2", "content": "boom"},
         {"role": "tool", "tool_call_id": "c3", "content": "The tool call was denied: no"},
+        {"role": "tool", "tool_call_id": "c7", "content": "The tool call was denied"},
         {"role": "assistant", "content": "21 °C."},
     ]
-    assert origins == [0, 1, 1, 1, 1, 1]
+    assert origins == [0, 1, 1, 1, 1, 1, 1]
 
 
 def test_call_without_text_has_null_content_and_string_output_stays_a_string() -> None:
@@ -79,10 +86,20 @@ def test_call_without_text_has_null_content_and_string_output_stays_a_string() -
 
 def test_text_after_a_call_in_the_same_step_starts_a_new_message() -> None:
     messages, _ = translate_messages([{"role": "assistant", "parts": [
-        {"type": "tool-echo", "toolCallId": "c", "state": "input-available", "input": {}},
+        {"type": "tool-echo", "toolCallId": "c", "state": "output-available", "input": {},
+         "output": "x"},
         {"type": "text", "text": "after"}]}])
-    assert [m["role"] for m in messages] == ["assistant", "assistant"]
-    assert messages[1] == {"role": "assistant", "content": "after"}
+    assert [m["role"] for m in messages] == ["assistant", "tool", "assistant"]
+    assert messages[2] == {"role": "assistant", "content": "after"}
+
+
+def test_a_message_of_unanswered_calls_only_is_left_out() -> None:
+    messages, origins = translate_messages([user("a"), {"role": "assistant", "parts": [
+        {"type": "step-start"},
+        {"type": "tool-echo", "toolCallId": "c", "state": "input-available", "input": {}}]},
+        user("b")])
+    assert messages == [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    assert origins == [0, 2]
 
 
 @pytest.mark.parametrize("body,param", [
@@ -106,12 +123,12 @@ def test_text_after_a_call_in_the_same_step_starts_a_new_message() -> None:
         {"type": "tool-x", "toolCallId": "c", "state": "input-available"}]}]},
      "messages.0.parts.0.type"),
     ({"id": "c", "messages": [{"role": "assistant", "parts": [
-        {"type": "tool-x", "state": "input-available"}]}]}, "messages.0.parts.0.toolCallId"),
+        {"type": "tool-x", "state": "output-available"}]}]}, "messages.0.parts.0.toolCallId"),
     ({"id": "c", "messages": [{"role": "assistant", "parts": [
-        {"type": "tool-", "toolCallId": "c", "state": "input-available"}]}]},
+        {"type": "tool-", "toolCallId": "c", "state": "output-error"}]}]},
      "messages.0.parts.0.type"),
     ({"id": "c", "messages": [{"role": "assistant", "parts": [
-        {"type": "dynamic-tool", "toolCallId": "c", "state": "input-available"}]}]},
+        {"type": "dynamic-tool", "toolCallId": "c", "state": "output-denied"}]}]},
      "messages.0.parts.0.toolName"),
     ({"id": "c", "messages": [{"role": "assistant", "parts": [
         {"type": "tool-x", "toolCallId": "c", "state": "weird"}]}]},

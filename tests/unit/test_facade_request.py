@@ -158,3 +158,17 @@ def test_core_params_in_client_terms() -> None:
     assert core_param("tools.2.function.name", translated) == "tools[2].function.name"
     assert core_param("provider", translated) == "model"
     assert core_param(None, translated) is None
+
+
+def test_split_model_knows_configured_names() -> None:
+    names = ("mock", "openai", "anthropic", "gemini", "local", "claude-eu")
+    assert split_model("local/Qwen/Qwen2.5-7B-Instruct", "mock", names) == (
+        "local", "Qwen/Qwen2.5-7B-Instruct")
+    assert split_model("claude-eu/", "mock", names) == ("claude-eu", None)
+    assert split_model("llama3.2", "local", names) == ("local", "llama3.2")
+    with pytest.raises(FacadeError) as caught:
+        split_model("locl/llama3.2", "mock", names)
+    assert caught.value.code == "model_not_found" and "local/" in caught.value.message
+    translated = translate(body(model="local/llama3.2"), "mock", names)
+    assert translated.generation["provider"] == "local"
+    assert translated.generation["model"] == "llama3.2"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from spool.settings import ConfigError, Settings
 from tests.fakeprovider import Driver, FakeProvider, matching, scenario
 from worker.providers.base import ProviderError
 from worker.providers.resilient import RetryPolicy, provider_chain
@@ -232,9 +233,12 @@ def test_retry_policy_delays() -> None:
             assert delay is not None and nominal / 2 <= delay <= nominal
     assert policy.delay(1, 3.0) == 3.0  # the provider's hint wins when longer
     assert policy.delay(1, 6.0) is None  # too long to wait here
-    assert RetryPolicy.from_env({"SPOOL_RETRY_ATTEMPTS": "5", "SPOOL_RETRY_BASE_S": "0.1",
-                                 "SPOOL_RETRY_MAX_S": "1"}) == RetryPolicy(5, 0.1, 1.0)
-    assert RetryPolicy.from_env({"SPOOL_RETRY_BASE_S": "nope"}) == RetryPolicy()
+    assert Settings.from_env({"SPOOL_RETRY_ATTEMPTS": "5", "SPOOL_RETRY_BASE_S": "0.1",
+                              "SPOOL_RETRY_MAX_S": "1"}).retry == RetryPolicy(5, 0.1, 1.0)
+    # Issue 17: a bad retry value stops startup like any other variable (it used to be
+    # ignored with a warning, per stream).
+    with pytest.raises(ConfigError, match=r"^SPOOL_RETRY_BASE_S must be a number"):
+        Settings.from_env({"SPOOL_RETRY_BASE_S": "nope"})
 
 
 def test_retry_policy_decisions() -> None:

@@ -91,7 +91,8 @@ def create_batch() -> ResponseReturnValue:
     """Accept a batch (JSON or NDJSON); 202 with its id, status and total."""
     svc = services()
     tenant = authenticate(svc.settings)
-    upload = read_upload(request, svc.settings.max_batch_rows, svc.settings.max_tokens_limit)
+    upload = read_upload(request, svc.settings.max_batch_rows, svc.settings.max_tokens_limit,
+                         svc.settings.provider_names)
     batch_id = new_batch_id()
     if upload.idempotency_key:
         earlier = _claim(svc, tenant, upload.idempotency_key, batch_id)

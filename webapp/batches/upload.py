@@ -8,6 +8,7 @@ formats; NDJSON messages also name the 1-based line).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,8 @@ class BatchUpload:
     idempotency_key: str | None = None
 
 
-def read_upload(request: Request, max_rows: int, max_tokens_limit: int) -> BatchUpload:
+def read_upload(request: Request, max_rows: int, max_tokens_limit: int,
+                providers: Collection[str]) -> BatchUpload:
     """Decode and validate the body of `POST /v1/batches` (400/413/415 on failure)."""
     request.max_content_length = MAX_BATCH_BODY_BYTES
     header_key = request.headers.get("Idempotency-Key", "").strip() or None
@@ -74,7 +76,7 @@ def read_upload(request: Request, max_rows: int, max_tokens_limit: int) -> Batch
             gevent.sleep(0)  # validation is CPU work: let this process's streams run
         where = f" (line {line_numbers[index]})" if line_numbers else ""
         try:
-            upload.rows.append(_row(payload, index, seen, max_tokens_limit))
+            upload.rows.append(_row(payload, index, seen, max_tokens_limit, providers))
         except RequestError as exc:
             raise ApiError(400, f"row {index}{where}: {exc.message}", param=exc.param) from None
     return upload
@@ -130,7 +132,7 @@ def _metadata(value: Any) -> dict[str, str]:
 
 
 def _row(payload: Any, index: int, seen: set[str],
-         max_tokens_limit: int) -> tuple[str, GenerationRequest]:
+         max_tokens_limit: int, providers: Collection[str]) -> tuple[str, GenerationRequest]:
     prefix = f"requests.{index}"
     if not isinstance(payload, dict):
         raise RequestError("each request must be a JSON object", prefix)
@@ -151,6 +153,6 @@ def _row(payload: Any, index: int, seen: set[str],
         raise RequestError('batch rows run with priority "batch"', f"{prefix}.priority")
     body.setdefault("buffer", BATCH_DEFAULT_BUFFER)
     request = parse_generation_request(body, max_tokens_limit=max_tokens_limit,
-                                       param_prefix=f"{prefix}.")
+                                       param_prefix=f"{prefix}.", providers=providers)
     return custom_id, request.model_copy(update={"priority": "batch"})
 

@@ -52,7 +52,8 @@ def _validate(svc: Services, chat: ChatRequest) -> GenerationRequest:
     """The core's validation, with message indexes in the client's terms."""
     try:
         return parse_generation_request(chat.generation,
-                                        max_tokens_limit=svc.settings.max_tokens_limit)
+                                        max_tokens_limit=svc.settings.max_tokens_limit,
+                                        providers=svc.settings.provider_names)
     except RequestError as exc:
         param = client_param(exc.param, chat)
         message = exc.message
@@ -114,7 +115,9 @@ def chat() -> ResponseReturnValue:
     body = _validate(svc, chat_request)
     gen_id, _ = start_generation(svc, tenant, body)
     remember(svc, tenant, chat_request.chat_id, gen_id)
-    abandon = svc.redis.hget(svc.keys.record(gen_id), ABANDON_FIELD)
+    # As the record has it (start_generation's rule), without reading it back.
+    abandon = body.abandon_after_s if ABANDON_FIELD in body.model_fields_set \
+        else svc.settings.abandon_after_s
     return _respond(svc, gen_id, str(abandon) if abandon else None)
 
 

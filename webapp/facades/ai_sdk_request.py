@@ -36,9 +36,10 @@ DYNAMIC_TOOL = "dynamic-tool"
 SKIPPED_PARTS = frozenset({"reasoning", "source-url", "source-document", "custom",
                            "reasoning-file", "step-start"})
 STEP_START = "step-start"
-# Tool part states: still streaming (not a call yet), a call without a result, with one.
-PENDING_STATES = frozenset({"input-streaming"})
-CALL_STATES = frozenset({"input-available", "approval-requested", "approval-responded"})
+# Tool part states without a result (left out: no provider takes a call without its
+# result, as convertToModelMessages' ignoreIncompleteToolCalls), and with one.
+UNANSWERED_STATES = frozenset({"input-streaming", "input-available", "approval-requested",
+                               "approval-responded"})
 RESULT_STATES = frozenset({"output-available", "output-error", "output-denied"})
 DENIED_TEXT = "The tool call was denied"
 
@@ -89,8 +90,25 @@ class _Step:
                 *self.results]
 
 
-def _tool_part(part: dict[str, Any], param: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(the assistant's call, its `tool` result message or None) of a tool part."""
+def _denied(part: dict[str, Any]) -> bool:
+    approval = part.get("approval")
+    return (part.get("state") == "approval-responded" and isinstance(approval, dict)
+            and approval.get("approved") is False)
+
+
+def _answered(part: dict[str, Any], param: str) -> bool:
+    """Whether a tool part carries a result (a denied approval counts as one)."""
+    state = part.get("state")
+    if state in RESULT_STATES or _denied(part):
+        return True
+    if state in UNANSWERED_STATES:
+        return False
+    raise invalid(f"{param}.state must be one of "
+                  + ", ".join(sorted(UNANSWERED_STATES | RESULT_STATES)), f"{param}.state")
+
+
+def _tool_part(part: dict[str, Any], param: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the assistant's call, its `tool` result message) of an answered tool part."""
     kind = part["type"]
     name = part.get("toolName") if kind == DYNAMIC_TOOL else kind[len(TOOL_PREFIX):]
     name = _string(name, f"{param}.toolName" if kind == DYNAMIC_TOOL else f"{param}.type")
@@ -98,20 +116,14 @@ def _tool_part(part: dict[str, Any], param: str) -> tuple[dict[str, Any], dict[s
     call = {"id": call_id, "type": "function",
             "function": {"name": name, "arguments": _json_text(part.get("input", {}))}}
     state = part.get("state")
-    if state in CALL_STATES:
-        return call, None
     if state == "output-available":
         content = _json_text(part.get("output"))
     elif state == "output-error":
         content = str(part.get("errorText") or "")
-    elif state == "output-denied":
+    else:  # output-denied, or an approval answered with a refusal
         approval = part.get("approval")
         reason = approval.get("reason") if isinstance(approval, dict) else None
         content = f"{DENIED_TEXT}: {reason}" if reason else DENIED_TEXT
-    else:
-        raise invalid(f"{param}.state must be one of "
-                      + ", ".join(sorted(PENDING_STATES | CALL_STATES | RESULT_STATES)),
-                      f"{param}.state")
     return call, {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
@@ -147,12 +159,12 @@ def _assistant(parts: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
             step = _Step()
         if kind == "text":
             step.texts.append(_text(part, where))
-        elif _is_tool(kind) and part.get("state") not in PENDING_STATES:
-            call, result = _tool_part(part, where)
-            step.calls.append(call)
-            if result is not None:
+        elif _is_tool(kind):
+            if _answered(part, where):
+                call, result = _tool_part(part, where)
+                step.calls.append(call)
                 step.results.append(result)
-        elif not _skipped(kind) and not _is_tool(kind):
+        elif not _skipped(kind):
             raise _unsupported(kind, where)
     return out + step.messages()
 

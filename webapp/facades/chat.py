@@ -21,7 +21,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from spool.catalog import KNOWN_MODELS, configured_providers
+from spool.catalog import configured_providers, model_ids
 from spool.schemas import GenerationRequest, RequestError, parse_generation_request
 from webapp.auth import authenticate
 from webapp.body import require_json_object
@@ -119,7 +119,8 @@ def _validate(svc: Services, completion_request: CompletionRequest) -> Generatio
                       "model_not_found")
     try:
         return parse_generation_request(completion_request.generation,
-                                        max_tokens_limit=svc.settings.max_tokens_limit)
+                                        max_tokens_limit=svc.settings.max_tokens_limit,
+                                        providers=svc.settings.provider_names)
     except RequestError as exc:
         param = core_param(exc.param, completion_request)
         message = exc.message
@@ -133,7 +134,8 @@ def chat_completions() -> ResponseReturnValue:
     """OpenAI's Chat Completions, streamed or not, backed by a Spool generation."""
     svc = services()
     tenant = authenticate(svc.settings)
-    completion_request = translate(require_json_object(request), svc.settings.default_provider)
+    completion_request = translate(require_json_object(request), svc.settings.default_provider,
+                                   svc.settings.provider_names)
     body = _validate(svc, completion_request)
     gen_id, _ = start_generation(svc, tenant, body)
     record = svc.generations.load(gen_id) or {}
@@ -190,8 +192,7 @@ def _model_list() -> list[dict[str, Any]]:
     svc = services()
     return [
         {"id": f"{provider}/{model}", "object": "model", "created": 0, "owned_by": provider}
-        for provider in configured_providers(svc.settings)
-        for model in KNOWN_MODELS[provider]
+        for provider, model in model_ids(svc.settings)
     ]
 
 

@@ -9,10 +9,11 @@ answer looks like (listed in IGNORED_PARAMS, documented in docs/facade.md).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-PROVIDERS = ("openai", "anthropic", "mock")
+from spool.schemas import BUILTIN_PROVIDER_NAMES
 
 # Accepted for compatibility, not forwarded to the provider.
 IGNORED_PARAMS = frozenset({
@@ -74,17 +75,24 @@ def invalid(message: str, param: str | None, code: str = "invalid_value") -> Fac
     return FacadeError(400, message, param=param, code=code)
 
 
-def split_model(model: Any, default_provider: str) -> tuple[str, str | None]:
-    """(provider, model name) from `provider/model`; no prefix means the default provider."""
+def split_model(model: Any, default_provider: str,
+                providers: Collection[str] = BUILTIN_PROVIDER_NAMES) -> tuple[str, str | None]:
+    """(provider, model name) from `provider/model`; no prefix means the default provider.
+
+    `providers` are the names a prefix may use: pass `Settings.provider_names`
+    so SPOOL_PROVIDERS names work (`local/llama3.2`). Only the first `/`
+    splits, so `local/Qwen/Qwen2.5-7B-Instruct` names the model
+    `Qwen/Qwen2.5-7B-Instruct`. Every facade resolves `model` here.
+    """
     if not isinstance(model, str) or not model.strip():
         raise invalid("you must provide a model parameter", "model", "missing_model")
     prefix, sep, name = model.partition("/")
     if not sep:
         return default_provider, model
-    if prefix not in PROVIDERS:
+    if prefix not in providers:
         raise invalid(
             f"The model `{model}` does not exist: prefix it with one of "
-            + ", ".join(f"{p}/" for p in PROVIDERS) + " (or give no prefix for the default "
+            + ", ".join(f"{p}/" for p in providers) + " (or give no prefix for the default "
             "provider)", "model", "model_not_found")
     if not name:
         return prefix, None
@@ -181,10 +189,11 @@ def _response_format(value: Any) -> Any:
     return value
 
 
-def translate(body: dict[str, Any], default_provider: str) -> CompletionRequest:
+def translate(body: dict[str, Any], default_provider: str,
+              providers: Collection[str] = BUILTIN_PROVIDER_NAMES) -> CompletionRequest:
     """Translate a decoded Chat Completions body; raises FacadeError."""
     _check_params(body)
-    provider, model = split_model(body.get("model"), default_provider)
+    provider, model = split_model(body.get("model"), default_provider, providers)
     stream, include_usage = _stream_flags(body)
     messages = body.get("messages")
     if messages is None:

@@ -2,7 +2,10 @@
 
 Every facade stream is the same loop: follow the log (backlog, then live,
 merged by seq: `webapp.relay.follow`), hand each event to a translator,
-send a keep-alive while nothing happens. What differs is the translator and
+send a keep-alive while nothing happens. A run of consecutive events (a
+backlog page, or the live events already queued) goes out as one write, as
+the SSE relay's do: a replay of a long answer is a few writes, not one per
+token. What differs is the translator and
 how a stream cut on the server side (Redis lost) is told to the client,
 which the caller decides by looking at `translator.ended` afterwards.
 """
@@ -17,7 +20,7 @@ import orjson
 import redis
 
 from webapp.facades.wire import KEEPALIVE
-from webapp.relay.follow import Quiet, follow
+from webapp.relay.follow import Quiet, follow_batches
 from webapp.relay.hub import HubUnavailable, Live
 from webapp.relay.presence import Presence
 from webapp.services import Services
@@ -50,12 +53,16 @@ def translate_log(svc: Services, gen_id: str, translator: Translator, *,
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
-        for item in follow(svc, gen_id, 0):
-            if isinstance(item, Quiet):
+        for run in follow_batches(svc, gen_id, 0):
+            if isinstance(run, Quiet):
                 yield keepalive
                 continue
-            entry = item.entry() if isinstance(item, Live) else item
-            yield from translator.feed(entry.event, orjson.loads(entry.data))
+            lines: list[bytes] = []
+            for item in run:
+                entry = item.entry() if isinstance(item, Live) else item
+                lines += translator.feed(entry.event, orjson.loads(entry.data))
+            if lines:
+                yield b"".join(lines)
     except (HubUnavailable, redis.RedisError) as exc:
         log.warning("facade stream %s cut: %s", gen_id, type(exc).__name__)
     finally:

@@ -9,15 +9,16 @@ raw and parsed with orjson (see `_sse`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
 
-from spool.catalog import default_model
+from spool.provider_config import ProviderConfig
 from worker.providers import _sse
 from worker.providers._anthropic_request import request_params
+from worker.providers._sdk import PLACEHOLDER_KEY, SDKProvider
 from worker.providers.base import (
     Finish,
     Piece,
@@ -30,10 +31,6 @@ from worker.providers.base import (
 if TYPE_CHECKING:
     from spool.settings import Settings
 
-PLACEHOLDER_KEY = "spool-no-key"  # lets a keyless proxy work; the real API answers 401
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_MARGIN_S = 30.0  # backstop only; the resilience layer's timeouts fire first
-MODELS_TIMEOUT_S = 5.0
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -54,36 +51,11 @@ ERROR_TYPES = {
     "authentication_error": ("provider_error", False),
     "permission_error": ("provider_error", False),
 }
-_clients: dict[tuple[Any, ...], anthropic.Anthropic] = {}
 
 
-def build(settings: Settings) -> AnthropicProvider:
-    """The provider registry's entry point."""
-    return AnthropicProvider(settings)
-
-
-def _client(settings: Settings) -> anthropic.Anthropic:
-    """One client per configuration, made on first use (after gevent patching), no SDK retries."""
-    read_s = max(settings.first_token_timeout_s, settings.idle_timeout_s) + READ_TIMEOUT_MARGIN_S
-    key = (settings.anthropic_api_key, settings.anthropic_base_url, read_s)
-    client = _clients.get(key)
-    if client is None:
-        client = anthropic.Anthropic(
-            api_key=settings.anthropic_api_key or PLACEHOLDER_KEY,
-            base_url=settings.anthropic_base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(read_s, connect=CONNECT_TIMEOUT_S),
-        )
-        _clients[key] = client
-    return client
-
-
-def sdk_error(exc: Exception) -> ProviderError:
-    """Map an `anthropic` SDK exception raised before the stream started."""
-    if isinstance(exc, anthropic.APIStatusError):
-        message = exc.api_message or exc.message
-        return _sse.status_error("anthropic", exc.status_code, message, exc.response.headers)
-    return _sse.transport_error("anthropic", exc)
+def build(settings: Settings, name: str = "anthropic") -> AnthropicProvider:
+    """The adapter for the configured provider `name` (of kind `anthropic`)."""
+    return AnthropicProvider(settings.providers[name])
 
 
 def stream_error(body: Any) -> ProviderError:
@@ -178,33 +150,27 @@ class AnthropicStream(_sse.SSEStream):
             yield TextDelta(block["text"])
 
 
-class AnthropicProvider:
-    """The `anthropic` provider (Messages API)."""
+class AnthropicProvider(SDKProvider):
+    """A provider of kind `anthropic` (Messages API): Anthropic, or a compatible proxy."""
 
-    name = "anthropic"
+    kind = "anthropic"
+    stream_class = AnthropicStream
+    sdk_error_class = anthropic.AnthropicError
+    status_error_class = anthropic.APIStatusError
 
-    def __init__(self, settings: Settings) -> None:
-        self.default_model = default_model("anthropic")
-        self._settings = settings
+    def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout) -> anthropic.Anthropic:
+        """An `anthropic.Anthropic` client with SDK retries off."""
+        return anthropic.Anthropic(api_key=config.api_key or PLACEHOLDER_KEY,
+                                   base_url=config.base_url, max_retries=0, timeout=timeout)
 
-    def open(self, request: dict[str, Any]) -> AnthropicStream:
-        """Send the request; the returned stream is positioned before the first event."""
-        params = request_params(request, self.default_model)
-        create = _client(self._settings).messages.with_streaming_response.create
-        try:
-            response = create(**params).__enter__()
-        except anthropic.AnthropicError as exc:
-            raise sdk_error(exc) from exc
-        except (httpx2.HTTPError, OSError) as exc:
-            raise _sse.transport_error("anthropic", exc) from exc
-        return AnthropicStream(response.http_response)
+    def create_call(self) -> Callable[..., Any]:
+        """`messages.with_streaming_response.create`."""
+        return self._client.messages.with_streaming_response.create
 
-    def models(self) -> list[str]:
-        """Model ids from `GET /v1/models`; the default model alone if that fails."""
-        try:
-            raw = _client(self._settings).models.with_raw_response.list(timeout=MODELS_TIMEOUT_S)
-            listed = _sse.loads(raw.http_response.read()).get("data") or []
-            ids = [m["id"] for m in listed if isinstance(m, dict) and m.get("id")]
-        except (anthropic.AnthropicError, ProviderError, httpx2.HTTPError, OSError):
-            return [self.default_model]
-        return ids or [self.default_model]
+    def params(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Messages API arguments (translated from the API's OpenAI-style shape)."""
+        return request_params(request, self.default_model)
+
+    def status_message(self, exc: Any) -> str:
+        """The body's `error.message` when the SDK found one."""
+        return str(exc.api_message or exc.message)

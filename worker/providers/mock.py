@@ -131,6 +131,6 @@ class MockProvider:
         return list(KNOWN_MODELS["mock"])
 
 
-def build(settings: Settings) -> MockProvider:
-    """Registry hook."""
+def build(settings: Settings, name: str = "mock") -> MockProvider:
+    """The adapter for `mock` (it has nothing to configure)."""
     return MockProvider()

@@ -8,14 +8,15 @@ a proxy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
 
-from spool.catalog import default_model
+from spool.provider_config import ProviderConfig
 from worker.providers import _sse
+from worker.providers._sdk import PLACEHOLDER_KEY, SDKProvider
 from worker.providers.base import (
     Finish,
     Piece,
@@ -28,12 +29,6 @@ from worker.providers.base import (
 if TYPE_CHECKING:
     from spool.settings import Settings
 
-# OpenAI-compatible servers rarely need a key, but the SDK refuses to start without one.
-PLACEHOLDER_KEY = "spool-no-key"
-CONNECT_TIMEOUT_S = 10.0
-# The SDK's read timeout is only a backstop: the resilience layer's gevent timeouts fire first.
-READ_TIMEOUT_MARGIN_S = 30.0
-MODELS_TIMEOUT_S = 5.0
 FINISH_REASONS = {
     "stop": "stop",
     "length": "length",
@@ -43,32 +38,11 @@ FINISH_REASONS = {
 }
 IN_BAND_TYPES = {"rate_limit_exceeded": "rate_limited", "requests": "rate_limited",
                  "tokens": "rate_limited", "invalid_request_error": "invalid_request"}
-_clients: dict[tuple[Any, ...], openai.OpenAI] = {}
 
 
-def build(settings: Settings) -> OpenAIProvider:
-    """The provider registry's entry point."""
-    return OpenAIProvider(settings)
-
-
-def _client(settings: Settings) -> openai.OpenAI:
-    """One client (and connection pool) per configuration, made on first use.
-
-    Made lazily so it is created after the worker's gevent patching; the
-    SDK's own retries are off because `resilient` owns the retry policy.
-    """
-    read_s = max(settings.first_token_timeout_s, settings.idle_timeout_s) + READ_TIMEOUT_MARGIN_S
-    key = (settings.openai_api_key, settings.openai_base_url, read_s)
-    client = _clients.get(key)
-    if client is None:
-        client = openai.OpenAI(
-            api_key=settings.openai_api_key or PLACEHOLDER_KEY,
-            base_url=settings.openai_base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(read_s, connect=CONNECT_TIMEOUT_S),
-        )
-        _clients[key] = client
-    return client
+def build(settings: Settings, name: str = "openai") -> OpenAIProvider:
+    """The adapter for the configured provider `name` (of kind `openai`)."""
+    return OpenAIProvider(settings.providers[name])
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
@@ -113,16 +87,6 @@ def request_params(request: dict[str, Any], default_model: str, compatible: bool
     if response_format.get("type") == "json_object":
         params["response_format"] = {"type": "json_object"}
     return params
-
-
-def sdk_error(exc: Exception) -> ProviderError:
-    """Map an `openai` SDK exception raised before the stream started."""
-    if isinstance(exc, openai.APIStatusError):
-        # The SDK already parsed `error.message` out of the body (dict) when there was one.
-        body = exc.body if isinstance(exc.body, dict) else {}
-        message = body.get("message") or exc.message
-        return _sse.status_error("openai", exc.status_code, message, exc.response.headers)
-    return _sse.transport_error("openai", exc)
 
 
 class OpenAIStream(_sse.SSEStream):
@@ -190,33 +154,32 @@ def _in_band_error(error: Any) -> ProviderError:
                          retryable=api_type != "invalid_request")
 
 
-class OpenAIProvider:
-    """The `openai` provider (Chat Completions)."""
+class OpenAIProvider(SDKProvider):
+    """A provider of kind `openai`: OpenAI itself, or any OpenAI-compatible server.
 
-    name = "openai"
+    With a base URL (vLLM, Ollama, llama.cpp, Gemini, a proxy) it sends the
+    older `max_tokens`, which every compatible server understands.
+    """
 
-    def __init__(self, settings: Settings) -> None:
-        self.default_model = default_model("openai")
-        self._settings = settings
+    kind = "openai"
+    stream_class = OpenAIStream
+    sdk_error_class = openai.OpenAIError
+    status_error_class = openai.APIStatusError
 
-    def open(self, request: dict[str, Any]) -> OpenAIStream:
-        """Send the request; the returned stream is positioned before the first event."""
-        params = request_params(request, self.default_model, bool(self._settings.openai_base_url))
-        create = _client(self._settings).chat.completions.with_streaming_response.create
-        try:
-            response = create(**params).__enter__()
-        except openai.OpenAIError as exc:
-            raise sdk_error(exc) from exc
-        except (httpx2.HTTPError, OSError) as exc:
-            raise _sse.transport_error("openai", exc) from exc
-        return OpenAIStream(response.http_response)
+    def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout) -> openai.OpenAI:
+        """An `openai.OpenAI` client with SDK retries off."""
+        return openai.OpenAI(api_key=config.api_key or PLACEHOLDER_KEY,
+                             base_url=config.base_url, max_retries=0, timeout=timeout)
 
-    def models(self) -> list[str]:
-        """Model ids from `GET /models`; the default model alone if that fails."""
-        try:
-            raw = _client(self._settings).models.with_raw_response.list(timeout=MODELS_TIMEOUT_S)
-            listed = _sse.loads(raw.http_response.read()).get("data") or []
-            ids = [m["id"] for m in listed if isinstance(m, dict) and m.get("id")]
-        except (openai.OpenAIError, ProviderError, httpx2.HTTPError, OSError):
-            return [self.default_model]
-        return ids or [self.default_model]
+    def create_call(self) -> Callable[..., Any]:
+        """`chat.completions.with_streaming_response.create`."""
+        return self._client.chat.completions.with_streaming_response.create
+
+    def params(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Chat Completions arguments."""
+        return request_params(request, self.default_model, self.config.base_url is not None)
+
+    def status_message(self, exc: Any) -> str:
+        """The SDK already parsed `error.message` out of the body (dict) when there was one."""
+        body = exc.body if isinstance(exc.body, dict) else {}
+        return str(body.get("message") or exc.message)

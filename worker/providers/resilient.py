@@ -12,28 +12,26 @@ the generation with.
 arrives first (Anthropic's `message_start`) is held back until then, so it
 does not forfeit a retry.
 
-Tunables (environment, read per stream so tests can shrink them):
-`SPOOL_RETRY_ATTEMPTS` (attempts per provider, default 3),
-`SPOOL_RETRY_BASE_S` (first backoff, default 0.5, doubling per attempt),
-`SPOOL_RETRY_MAX_S` (longest single wait, default 8; a `retry-after` longer
-than this skips straight to the fallback).
+Tunables come from Settings, validated at startup: each provider's retry
+policy (`SPOOL_RETRY_*`, or its own `SPOOL_PROVIDER_<NAME>_RETRY_*`: attempts,
+first backoff doubling per attempt, longest single wait — a `retry-after`
+longer than that skips straight to the fallback) and its first-token and
+idle timeouts.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
-import random
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from spool.catalog import configured_providers
-from worker.providers import get_provider
+from spool.provider_config import RetryPolicy
+from worker.providers import Registry, registry
 from worker.providers.base import Finish, Piece, ProviderError, Stream, Usage
 
 if TYPE_CHECKING:
@@ -41,59 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATTEMPTS = 3
-DEFAULT_BASE_S = 0.5
-DEFAULT_MAX_S = 8.0
-JITTER_LOW = 0.5  # each backoff waits between half and all of its nominal delay
-NEVER_RETRIED_STATUSES = frozenset({400, 401, 403, 404})
+__all__ = ["ResilientStream", "RetryPolicy", "open_stream", "provider_chain"]
+
 DRAIN_TIMEOUT_S = 1.0  # how long the rest of a finished body may take before it is dropped
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value >= minimum:
-        log.warning("ignoring %s=%r (want a number >= %s); using %s", name, raw, minimum, default)
-        return default
-    return value
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry one provider before any output."""
-
-    attempts: int = DEFAULT_ATTEMPTS
-    base_s: float = DEFAULT_BASE_S
-    max_s: float = DEFAULT_MAX_S
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicy:
-        """Read `SPOOL_RETRY_ATTEMPTS`, `SPOOL_RETRY_BASE_S`, `SPOOL_RETRY_MAX_S`."""
-        env = os.environ if env is None else env
-        return cls(
-            attempts=int(_env_number(env, "SPOOL_RETRY_ATTEMPTS", DEFAULT_ATTEMPTS, 1)),
-            base_s=_env_number(env, "SPOOL_RETRY_BASE_S", DEFAULT_BASE_S, 0),
-            max_s=_env_number(env, "SPOOL_RETRY_MAX_S", DEFAULT_MAX_S, 0),
-        )
-
-    def should_retry(self, error: ProviderError, attempt: int) -> bool:
-        """Whether a pre-output `error` on attempt number `attempt` is worth another try."""
-        if attempt >= self.attempts or not error.retryable or error.type == "timeout":
-            return False
-        return error.status not in NEVER_RETRIED_STATUSES
-
-    def delay(self, attempt: int, retry_after_s: float | None) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`; None if the provider asks too much."""
-        if retry_after_s is not None and retry_after_s > self.max_s:
-            return None
-        nominal = min(self.max_s, self.base_s * 2 ** (attempt - 1))
-        wait = nominal * random.uniform(JITTER_LOW, 1.0)
-        return max(wait, retry_after_s or 0.0)
 
 
 class _PreOutputFailure(Exception):
@@ -116,25 +64,26 @@ def provider_chain(first: str, fallbacks: tuple[str, ...],
 
 def open_stream(
     request: dict[str, Any], settings: Settings, provider_name: str,
-    notify: Callable[[str], None],
+    notify: Callable[[str], None], adapters: Registry | None = None,
 ) -> ResilientStream:
     """A Stream over `provider_name` (and its fallbacks) with the retry and timeout policy.
 
     Nothing is sent until the stream is iterated. `notify` receives one
     human-readable line per retry or fallback (the runner emits `notice`).
+    `adapters` defaults to the process's registry for `settings`.
     """
-    return ResilientStream(request, settings, provider_name, notify, RetryPolicy.from_env())
+    return ResilientStream(request, adapters or registry(settings), provider_name, notify)
 
 
 class ResilientStream:
     """See the module docstring. `provider` and `model` name whoever is serving now."""
 
-    def __init__(self, request: dict[str, Any], settings: Settings, provider_name: str,
-                 notify: Callable[[str], None], policy: RetryPolicy) -> None:
+    def __init__(self, request: dict[str, Any], adapters: Registry, provider_name: str,
+                 notify: Callable[[str], None]) -> None:
         self._request = request
-        self._settings = settings
+        self._adapters = adapters
         self._notify = notify
-        self._policy = policy
+        settings = adapters.settings
         self._chain = provider_chain(provider_name, settings.fallback_providers,
                                      configured_providers(settings))
         self._current: Stream | None = None
@@ -179,6 +128,7 @@ class ResilientStream:
             raise failure
 
     def _attempts(self, name: str, request: dict[str, Any]) -> Iterator[Piece]:
+        policy = self._policy(name)
         attempt = 0
         while not self._closed:
             attempt += 1
@@ -188,28 +138,33 @@ class ResilientStream:
             except ProviderError as error:
                 if self.emitted or self._closed:
                     raise
-                delay = self._policy.delay(attempt, error.retry_after_s)
-                if delay is None or not self._policy.should_retry(error, attempt):
+                delay = policy.delay(attempt, error.retry_after_s)
+                if delay is None or not policy.should_retry(error, attempt):
                     raise _PreOutputFailure(error) from error
                 message = (f"{error.message}; retrying in {delay:.1f} s "
-                           f"(attempt {attempt + 1} of {self._policy.attempts})")
+                           f"(attempt {attempt + 1} of {policy.attempts})")
                 log.info("%s", message)
                 self._notify(message)
                 gevent.sleep(delay)
 
+    def _policy(self, name: str) -> RetryPolicy:
+        config = self._adapters.settings.providers.get(name)
+        return config.tuning.retry if config else self._adapters.settings.retry
+
     def _one_attempt(self, name: str, request: dict[str, Any]) -> Iterator[Piece]:
-        late = f"{name} sent no output within {self._settings.first_token_timeout_s:g} s"
         try:
-            # Built before the clock starts: the first build imports the SDK (about a second).
-            provider = get_provider(name, self._settings)
+            # Adapters are built with the registry (at worker start), never on the clock.
+            provider = self._adapters.get(name)
+            tuning = self._adapters.config(name).tuning
+            late = f"{name} sent no output within {tuning.first_token_timeout_s:g} s"
             self.provider, self.model = name, request.get("model") or provider.default_model
-            deadline = time.monotonic() + self._settings.first_token_timeout_s
+            deadline = time.monotonic() + tuning.first_token_timeout_s
             stream = _timed(lambda: provider.open(request), deadline, late)
             self._current = stream
             if self._closed:  # cancelled while the request was being sent
                 stream.close()
                 return
-            yield from self._pieces(name, stream, deadline, late)
+            yield from self._pieces(name, stream, deadline, late, tuning.idle_timeout_s)
         except ProviderError:
             raise
         except Exception as exc:  # an adapter bug must still end the generation cleanly
@@ -220,7 +175,8 @@ class ResilientStream:
             if current is not None:
                 current.close()
 
-    def _pieces(self, name: str, stream: Stream, deadline: float, late: str) -> Iterator[Piece]:
+    def _pieces(self, name: str, stream: Stream, deadline: float, late: str,
+                idle: float) -> Iterator[Piece]:
         pieces = iter(stream)
         held: Usage | None = None
         while not self.emitted:
@@ -238,7 +194,6 @@ class ResilientStream:
             if isinstance(piece, Finish):
                 _finish_reading(pieces)
                 return
-        idle = self._settings.idle_timeout_s
         timer = gevent.Timeout(idle)
         while True:
             timer.start()
