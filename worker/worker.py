@@ -22,7 +22,6 @@ import logging
 import signal
 import time
 import traceback
-from collections import Counter
 
 import gevent
 import gevent.event
@@ -37,8 +36,8 @@ from spool.events import ERROR
 from spool.keys import QUEUE_BATCH, QUEUE_INTERACTIVE
 from spool.lease import Leases, Settler, lease_store, settle_forever
 from spool.queue import queue_for
-from worker import heartbeat
-from worker.claim import RQ_HEARTBEAT_TTL_S, Claimer
+from worker import heartbeat, rqduties
+from worker.claim import Claimer
 from worker.context import WorkerContext
 from worker.control import JobTimeout
 from worker.finish import Finisher
@@ -252,25 +251,7 @@ class SpoolWorker(BaseWorker):
             slot.greenlet.kill(LeaseLost(gen_id), block=False)
 
     def _heartbeat_forever(self) -> None:
-        while True:
-            gevent.sleep(RQ_HEARTBEAT_INTERVAL_S)
-            try:
-                self._rq_heartbeat()
-                if self.should_run_maintenance_tasks:
-                    self.clean_registries()
-            except redis.RedisError as exc:
-                log.warning("RQ heartbeat failed: %s", type(exc).__name__)
-
-    def _rq_heartbeat(self) -> None:
-        """Worker, executions and jobs in one pipeline (RQ's own do one job)."""
-        with self.connection.pipeline() as pipe:
-            self.heartbeat(pipeline=pipe)
-            for slot in list(self.running.values()):
-                if slot.execution is not None and slot.job is not None and not slot.gone:
-                    registry = slot.queue.started_job_registry
-                    slot.execution.heartbeat(registry, RQ_HEARTBEAT_TTL_S, pipe)
-                    slot.job.heartbeat(now(), RQ_HEARTBEAT_TTL_S, pipeline=pipe)
-            pipe.execute()
+        rqduties.heartbeat_forever(self, RQ_HEARTBEAT_INTERVAL_S)
 
     def handle_payload(self, message: dict[str, object]) -> None:
         """RQ commands: `stop-job` cancels that generation; the rest as RQ does."""
@@ -302,19 +283,4 @@ class SpoolWorker(BaseWorker):
 
     def _wind_down(self) -> None:
         """Let running generations finish within the grace, then hand back the rest."""
-        deadline = time.monotonic() + self.grace_s
-        while self.running and time.monotonic() < deadline:
-            self._slot_freed.clear()
-            self._slot_freed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-        slots = [s for s in self.running.values() if s.performing and not s.gone]
-        if not slots:
-            return
-        log.warning("grace over: handing back %d generations", len(slots))
-        for slot in slots:
-            slot.gone = True
-            if slot.greenlet is not None:
-                slot.greenlet.kill(HandBack(), block=False)
-        gevent.joinall([s.greenlet for s in slots if s.greenlet], timeout=HANDBACK_JOIN_S)
-        self.ctx.writer.drain(DRAIN_S)
-        outcomes = self.settler.hand_back([s.job_id for s in slots], self.name)
-        log.warning("handed back: %s", dict(Counter(o.action for o in outcomes)))
+        rqduties.wind_down(self, HANDBACK_JOIN_S, DRAIN_S)
