@@ -17,6 +17,7 @@ import orjson
 import redis
 from redis.cluster import ClusterPipeline
 
+from spool.appendscript import APPEND_MANY_LUA, APPEND_ONE_LUA
 from spool.connection import check_rq_url, is_cluster, publish_command
 from spool.events import DELTA, TERMINAL_EVENTS, TOOL_CALL, LogEntry, decode_entry
 from spool.keys import Keys
@@ -27,44 +28,7 @@ READ_PAGE = 500  # entries per LRANGE when replaying a backlog
 APPENDED_MISSING = -1  # the record does not exist (expired or never created)
 APPENDED_AFTER_END = -2  # the log already has its terminal event
 
-_APPEND_LUA = """
--- KEYS: 1 record, 2 log, 3 text, 4 tool calls, 5 tombstone, 6 channel
--- ARGV: 1 event, 2 data, 3 text, 4 terminal flag, 5 live ttl, 6 final ttl,
---       7 tombstone ttl, 8 publish command, 9 writer id, 10 writer's number
---       for this append (9 and 10 empty: no deduplication), 11.. record
---       field/value pairs
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if ARGV[9] ~= '' then
-  -- A resend after a lost reply: applied already, so answer as before.
-  local seen = redis.call('HMGET', KEYS[1], 'w_id', 'w_n', 'w_seq')
-  if seen[1] == ARGV[9] and tonumber(seen[2]) >= tonumber(ARGV[10]) then
-    return tonumber(seen[3])
-  end
-end
-if redis.call('HEXISTS', KEYS[1], 'ended') == 1 then return -2 end
-local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
-local entry = seq .. ' ' .. ARGV[1] .. ' ' .. ARGV[2]
-if redis.call('RPUSH', KEYS[2], entry) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
-if ARGV[3] ~= '' then
-  if redis.call('APPEND', KEYS[3], ARGV[3]) == string.len(ARGV[3]) then
-    redis.call('EXPIRE', KEYS[3], ARGV[5])
-  end
-end
-if ARGV[1] == 'tool_call' then
-  if redis.call('RPUSH', KEYS[4], ARGV[2]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
-end
-if ARGV[9] ~= '' then
-  redis.call('HSET', KEYS[1], 'w_id', ARGV[9], 'w_n', ARGV[10], 'w_seq', seq)
-end
-if #ARGV > 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 11)) end
-if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[1], 'ended', seq)
-  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-  redis.call('EXPIRE', KEYS[5], ARGV[7])
-end
-redis.call(ARGV[8], KEYS[6], entry)
-return seq
-"""
+_APPEND_LUA = APPEND_ONE_LUA  # kept under its old name for callers that pack it
 
 
 @dataclass(frozen=True)
@@ -104,6 +68,12 @@ class EventLog:
         self.retention = retention
         self.publish_command = publish_command
         self._script = client.register_script(_APPEND_LUA)
+        self._many = client.register_script(APPEND_MANY_LUA)
+
+    @property
+    def many_script(self) -> Any:
+        """The batched append script: many events (of any generations) per call."""
+        return self._many
 
     @property
     def script(self) -> Any:

@@ -16,7 +16,9 @@ metric lives in process memory for longer than one flush interval.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -99,6 +101,17 @@ def series(spec: Spec, values: Iterable[str], suffix: str = "") -> str:
     return SEP.join((spec.name, orjson.dumps(list(values)).decode(), suffix))
 
 
+@functools.lru_cache(maxsize=4096)
+def _histogram_fields(name: str, labels: tuple[str, ...], buckets: int) -> tuple[str, ...]:
+    """Per bucket, then sum and count: the fields one observation touches.
+
+    Cached: the runner observes every text piece, so building these names
+    (a JSON dump each) per token cost more than the observation itself.
+    """
+    head = SEP.join((name, orjson.dumps(list(labels)).decode(), ""))
+    return (*(f"{head}b{i}" for i in range(buckets + 1)), head + "sum", head + "count")
+
+
 def parse_series(name: str) -> tuple[str, tuple[str, ...], str]:
     """Inverse of `series`."""
     metric, rest = name.split(SEP, 1)
@@ -120,12 +133,12 @@ class Recorder:
 
     def observe(self, spec: Spec, value: float, *labels: str) -> None:
         """Record one histogram observation (bucket counts are per bucket, not cumulative)."""
-        index = next((i for i, bound in enumerate(spec.buckets) if value <= bound),
-                     len(spec.buckets))
+        index = bisect.bisect_left(spec.buckets, value)  # first bound >= value
+        fields = _histogram_fields(spec.name, labels, len(spec.buckets))
         with self._lock:
-            self._deltas[series(spec, labels, f"b{index}")] += 1
-            self._deltas[series(spec, labels, "sum")] += value
-            self._deltas[series(spec, labels, "count")] += 1
+            self._deltas[fields[index]] += 1
+            self._deltas[fields[-2]] += value
+            self._deltas[fields[-1]] += 1
 
     def take(self) -> dict[str, float]:
         """Everything recorded since the last take."""

@@ -166,5 +166,7 @@ def wait_for_end(svc: Services, gen_id: str, timeout_s: float) -> dict[str, str]
                 continue
             if isinstance(item, Live) and not item.terminal:
                 continue
+            if isinstance(item, tuple) and not item[-1].terminal:
+                continue
     finally:
         svc.hub.unsubscribe(sub)

@@ -75,10 +75,12 @@ def ui_message_body(chat: str, text: str = "hello", **spool_fields: Any) -> dict
             **spool_fields}
 
 
-def read_chunks(resp: requests.Response) -> list[Any]:
-    """Every `data:` line of a UI message stream, decoded ([DONE] as the string)."""
+def read_chunks(source: requests.Response | Iterator[bytes]) -> list[Any]:
+    """Every `data:` line of a UI message stream (or of the rest of its lines), decoded
+    ([DONE] as the string)."""
+    lines = source.iter_lines() if isinstance(source, requests.Response) else source
     chunks: list[Any] = []
-    for line in resp.iter_lines():
+    for line in lines:
         if line.startswith(b"data: "):
             payload = line[len(b"data: "):]
             chunks.append("[DONE]" if payload == b"[DONE]" else orjson.loads(payload))
@@ -196,10 +198,12 @@ def test_cancel_route_stops_the_answer_with_abort(stack: Stack, spool: requests.
         wait_until(lambda: record(stack, spool, gen_id)["readers"] == 1, 10)
         cancel = spool.post(stack.url(f"/v1/generations/{gen_id}/cancel"), timeout=10)
         assert cancel.status_code == 202
-        chunks += read_chunks(resp)
+        chunks += read_chunks(lines)
     assert chunks[-3:] == [{"type": "text-end", "id": "text-0"},
                            {"type": "abort", "reason": "user"}, "[DONE]"]
-    assert len(text_of_chunks(chunks)) < len(LONG_TEXT)
+    streamed = text_of_chunks(chunks)
+    assert len(streamed) < len(LONG_TEXT)
+    assert streamed == record(stack, spool, gen_id)["text"]  # every token up to the stop
     assert spool.get(stack.url(f"{CHAT}/{chat}/stream"), timeout=10).status_code == 204
 
 
@@ -321,7 +325,7 @@ def test_redis_restart_mid_answer_then_resume(durable_redis: RedisServer) -> Non
             lines = resp.iter_lines()
             next(line for line in lines if b"text-delta" in line)
             durable_redis.restart(down_s=1.0)
-            rest = read_chunks(resp)
+            rest = read_chunks(lines)
         if rest[-1] != "[DONE]":
             assert rest[-1]["type"] == "error" and gen_id in rest[-1]["errorText"], rest[-1]
         # Still in progress: the resume route replays it from the start, then follows it.

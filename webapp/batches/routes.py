@@ -25,7 +25,7 @@ from webapp.auth import authenticate
 from webapp.batches.upload import BatchUpload, read_upload
 from webapp.errors import ApiError
 from webapp.launch import IDEMPOTENCY_TTL_S, resolve_provider
-from webapp.relay.hub import Gap, HubUnavailable
+from webapp.relay.hub import HubUnavailable, Live
 from webapp.relay.stream import SSE_HEADERS, parse_resume
 from webapp.services import Services, services
 
@@ -196,8 +196,8 @@ def _relay(svc: Services, batch_id: str, after: int) -> Iterator[bytes]:
                 except gevent.queue.Empty:
                     yield sse.PING
                     break
-                if isinstance(item, Gap) or item.seq > last + 1:
-                    break
+                if not isinstance(item, Live) or item.seq > last + 1:
+                    break  # a gap (batch progress is published one entry per message)
                 if item.seq <= last:
                     continue
                 yield item.frame

@@ -21,7 +21,7 @@ import gevent.queue
 
 from spool.events import LogEntry
 from spool.log import READ_PAGE
-from webapp.relay.hub import Gap, Live, Subscription
+from webapp.relay.hub import Gap, Item, Live, Subscription
 from webapp.services import Services
 
 MAX_LIVE_BATCH = 256  # live events handed over in one run at most
@@ -46,20 +46,22 @@ class _LiveRun:
     reread: bool = False  # a gap (or a hub reconnect): go back to the log
 
 
-def _take_live(sub: Subscription, item: Live | Gap, last: int) -> _LiveRun:
+def _take_live(sub: Subscription, item: Item, last: int) -> _LiveRun:
     """`item` plus everything already queued behind it that continues seq `last`."""
     run = _LiveRun()
     while True:
         if isinstance(item, Gap):
             run.reread = True
             return run
-        if item.seq > last:
-            if item.seq != last + 1:
+        for live in (item,) if isinstance(item, Live) else item:
+            if live.seq <= last:
+                continue
+            if live.seq != last + 1:
                 run.reread = True
                 return run
-            run.items.append(item)
-            last = item.seq
-            if item.terminal:
+            run.items.append(live)
+            last = live.seq
+            if live.terminal:
                 run.ended = True
                 return run
         if len(run.items) >= MAX_LIVE_BATCH:

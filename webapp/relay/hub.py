@@ -77,6 +77,15 @@ class Live:
 
 _TERMINAL = frozenset({b"done", b"error", b"cancelled"})
 
+# What a reader's queue holds: one live event, the events of one published
+# message (a worker tick's entries of one generation), or a gap marker.
+Item = Live | tuple[Live, ...] | Gap
+
+
+def _live(raw: bytes) -> Live:
+    seq, name, data = raw.split(b" ", 2)
+    return Live(int(seq), entry_frame(seq, name, data), name in _TERMINAL, raw)
+
 
 class Subscription:
     """One reader's view of one channel."""
@@ -85,24 +94,32 @@ class Subscription:
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
-        self.queue: gevent.queue.Queue[Live | Gap] = gevent.queue.Queue(READER_QUEUE_SIZE)
+        # Unbounded as a gevent queue; `offer` bounds it (and never blocks).
+        self.queue: gevent.queue.Queue[Item] = gevent.queue.Queue()
         self.overflowed = False
 
-    def offer(self, item: Live | Gap) -> None:
-        """Hand over an item without ever blocking the hub."""
-        try:
-            self.queue.put_nowait(item)
-        except gevent.queue.Full:
+    def offer(self, item: Item) -> None:
+        """Hand over an item without ever blocking the hub.
+
+        A full queue switches the reader to catching up from the log, once:
+        what it holds is dropped at once (memory is returned while the reader
+        stalls) and nothing more is offered until the reader resets, so a
+        thousand stalled readers cost the hub one flag test each per message.
+        """
+        if self.overflowed:
+            return
+        queue = self.queue
+        if queue.qsize() >= READER_QUEUE_SIZE:
             self.overflowed = True
+            queue.queue.clear()
+            queue.put_nowait(GAP)  # wakes a waiting reader; it re-reads the log
+            return
+        queue.put_nowait(item)
 
     def reset(self) -> None:
         """Drop buffered items; the reader is about to re-read the log."""
+        self.queue.queue.clear()
         self.overflowed = False
-        while True:
-            try:
-                self.queue.get_nowait()
-            except gevent.queue.Empty:
-                return
 
 
 @dataclass
@@ -227,8 +244,9 @@ class Hub:
         state = self._channels.get(channel)
         if state is None or not state.subs:
             return
-        seq, name, data = raw.split(b" ", 2)
-        item = Live(int(seq), entry_frame(seq, name, data), name in _TERMINAL, raw)
+        # Several entries are published together as lines (spool.appendscript).
+        item: Item = (tuple(_live(line) for line in raw.split(b"\n")) if b"\n" in raw
+                      else _live(raw))
         for sub in state.subs:
             sub.offer(item)
 
