@@ -21,7 +21,9 @@ except ConfigError as _exc:
                        for line in str(_exc).splitlines()))
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-worker_class = "gevent"
+# gunicorn's gevent worker plus API.md's JSON body on its own rejects (414,
+# 431, 400 on bad framing) and read deadlines for slow or silent clients.
+worker_class = "webapp.httpworker.SpoolGeventWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # Each SSE reader holds a connection for the whole answer; size for thousands.
 worker_connections = int(os.environ.get("SPOOL_WEB_CONNECTIONS", "4000"))
@@ -31,6 +33,12 @@ timeout = 30
 # reconnect (with Last-Event-ID) to another process. Heroku kills at 30 s.
 graceful_timeout = int(os.environ.get("SPOOL_WEB_GRACE_S", "20"))
 keepalive = 75  # longer than typical load balancer idle timeouts
+# gunicorn's defaults, said here because they are part of the contract
+# (docs/security.md): request line 4094 bytes (414), 100 header fields of
+# 8190 bytes each (431).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 accesslog = "-" if os.environ.get("SPOOL_ACCESS_LOG") == "1" else None
 # The default format logs the Basic-auth user (a key, if a client sends one
 # that way) and the query string (stream tokens): log the path only.

@@ -120,6 +120,65 @@ class Readiness(_Out):
     status: str
     redis: bool
     workers: int
+    # Only when Redis answers but refuses writes (maxmemory, READONLY, MISCONF).
+    writable: bool | None = None
+    reason: str | None = None
+
+
+# -- batches --------------------------------------------------------------------
+BatchStatus = Literal["queued", "in_progress", "completed", "cancelled"]
+
+
+class BatchRow(_Out):
+    """One row of `POST /v1/batches`: `custom_id` plus any `POST /v1/generations` field."""
+
+    custom_id: str = Field(min_length=1)
+
+
+class BatchRequest(_Out):
+    """`POST /v1/batches` as JSON (or the rows alone as NDJSON, one per line)."""
+
+    requests: list[BatchRow]
+    metadata: dict[str, str] | None = None
+    idempotency_key: str | None = None
+
+
+class BatchView(_Out):
+    """`GET /v1/batches/{id}`, and the `202` of create and cancel."""
+
+    id: str = Field(pattern=r"^batch_")
+    object: Literal["batch"]
+    status: BatchStatus
+    total: int
+    completed: int
+    failed: int
+    cancelled: int
+    created_at: str | None
+    finished_at: str | None
+    metadata: dict[str, str] = {}
+
+
+class BatchResultLine(_Out):
+    """One NDJSON line of `GET /v1/batches/{id}/results`."""
+
+    custom_id: str
+    generation_id: str
+    status: str
+    text: str
+    tool_calls: list[ToolCallView]
+    usage: Usage | None
+    error: GenerationError | None
+
+
+class BatchProgressEvent(_Out):
+    """`progress` of a batch's stream; `done` and `cancelled` add `status` (and `reason`)."""
+
+    completed: int
+    failed: int
+    cancelled: int
+    total: int
+    status: BatchStatus | None = None
+    reason: str | None = None
 
 
 # -- the `data:` of each SSE event ---------------------------------------------

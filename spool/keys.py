@@ -109,6 +109,10 @@ class Keys:
         """Sorted set: live worker id -> last heartbeat (s)."""
         return f"{self.namespace}:workers"
 
+    def write_probe(self) -> str:
+        """String /readyz writes (with a short TTL) to learn whether Redis accepts writes."""
+        return f"{self.namespace}:readyz:probe"
+
     def abandon_index(self) -> str:
         """Sorted set: generation id -> when (ms) it is abandoned unless a reader attaches."""
         return f"{self.namespace}:abandon"

@@ -18,6 +18,8 @@ from pydantic import (
     ValidationError,
 )
 
+from spool.provider_config import BUILTIN, NAME_RE, PRESETS
+
 MAX_MESSAGES = 1000
 MAX_CONTENT_CHARS = 500_000
 MAX_TOOLS = 128
@@ -33,8 +35,8 @@ MAX_JSON_DEPTH = 64  # request bodies nest no deeper than this (orjson writes <=
 Role = Literal["system", "user", "assistant", "tool"]
 # Any configured name (SPOOL_PROVIDERS): the shape here, the name's existence
 # in parse_generation_request. A request names a provider, never a URL or key.
-ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
-BUILTIN_PROVIDER_NAMES = ("mock", "openai", "anthropic", "gemini")
+ProviderName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern)]
+BUILTIN_PROVIDER_NAMES = BUILTIN + PRESETS
 
 
 def _integral_float(value: Any) -> Any:

@@ -12,15 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from spool.envvars import ConfigError, env_csv, env_float, env_int
-from spool.provider_config import (
-    BUILTIN,
-    PRESETS,
-    ProviderConfig,
-    RetryPolicy,
-    Tuning,
-    builtin_providers,
-    parse_providers,
-)
+from spool.provider_config import BUILTIN, PRESETS, ProviderConfig, RetryPolicy, Tuning
+from spool.provider_env import builtin_providers, parse_providers
 
 __all__ = ["ConfigError", "ProviderConfig", "RetryPolicy", "Settings", "parse_api_keys"]
 
@@ -129,6 +122,11 @@ class Settings:
     # configured or not, is in provider_names. Made from the fields above when empty.
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     provider_names: tuple[str, ...] = BUILTIN + PRESETS
+    # Web read timeouts: a request head must arrive within header_timeout_s of
+    # its first byte (or of the connection opening); a body within
+    # body_timeout_s of its head. Slow or silent clients are cut, not waited on.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         # Settings made in code (tests, tools) get the built-in providers from their fields.
@@ -227,4 +225,6 @@ class Settings:
             redis_cluster=_tristate(env, "SPOOL_REDIS_CLUSTER"),
             metrics_flush_s=_float(env, "SPOOL_METRICS_FLUSH_S", 5.0, 0.05),
             log_format=log_format,
+            header_timeout_s=_float(env, "SPOOL_HEADER_TIMEOUT_S", 10.0, 0.1),
+            body_timeout_s=_float(env, "SPOOL_BODY_TIMEOUT_S", 30.0, 0.1),
         )

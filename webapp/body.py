@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -28,13 +29,53 @@ def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    # The parsed value is orjson's; this pass only looks at keys, so keep nothing.
+
+
+def duplicate_key(raw: bytes | str) -> str | None:
+    """The first key that appears twice in one JSON object of `raw`, else None.
+
+    orjson (like most parsers) silently keeps the last of duplicate keys, so
+    `{"max_tokens": 1, "max_tokens": 99999}` would mean different things to
+    Spool and to a proxy or validator in front of it. A second pass with the
+    standard library's pair hook finds them; call it only on text orjson
+    already accepted and whose depth was checked (the stdlib parser recurses).
+    """
+    try:
+        json.loads(raw, object_pairs_hook=_refuse_duplicates)
+    except _DuplicateKey as exc:
+        return exc.key
+    except (ValueError, RecursionError):
+        return None  # orjson's verdict stands; this pass only looks for duplicates
+    return None
+
+
+def refuse_duplicate_keys(raw: bytes | str, where: str = "") -> None:
+    """400 when `raw` holds a JSON object with a key twice."""
+    key = duplicate_key(raw)
+    if key is not None:
+        raise ApiError(400, f"{where}duplicate key in JSON object: {key!r}")
+
+
 def decode_json(raw: bytes) -> Any:
     """Strict JSON, or a 400 ApiError.
 
     orjson rejects NaN/Infinity, invalid UTF-8, lone surrogates and nesting
-    past 1024 levels; the depth check keeps every accepted body well inside
-    what orjson can write back out (254 levels), so nothing accepted here can
-    fail later as a 500.
+    past 1024 levels; duplicate keys are refused too. The depth check keeps
+    every accepted body well inside what orjson can write back out (254
+    levels), so nothing accepted here can fail later as a 500.
     """
     if not raw.strip():
         raise ApiError(400, "request body is empty")
@@ -44,6 +85,7 @@ def decode_json(raw: bytes) -> Any:
         raise ApiError(400, f"malformed JSON: {exc.msg}") from None
     if json_depth_exceeds(payload):
         raise ApiError(400, f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    refuse_duplicate_keys(raw)
     return payload
 
 

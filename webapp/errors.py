@@ -16,11 +16,14 @@ STATUS_TYPES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     409: "conflict",
     410: "expired",
     413: "too_large",
+    414: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    431: "too_large",
     503: "unavailable",
     504: "timeout",
 }
@@ -76,7 +79,11 @@ def _http_exception(exc: HTTPException) -> Response:
 
 
 def _redis_down(exc: Exception) -> Response:
-    log.warning("redis unavailable: %s", type(exc).__name__)
+    # Connection loss, timeouts, LOADING, OOM (maxmemory + noeviction),
+    # READONLY (a failover), MISCONF, EXECABORT from a MULTI, CLUSTERDOWN...:
+    # each means "try again shortly". The message names the reply, so a
+    # Redis error that is really a bug (WRONGTYPE, a script error) shows in the log.
+    log.warning("redis unavailable: %s: %s", type(exc).__name__, str(exc)[:200])
     return error_response(ApiError(503, "the event store is unavailable; retry shortly",
                                    headers={"Retry-After": "1"}))
 
@@ -90,10 +97,7 @@ def register_error_handlers(app: Flask) -> None:
     """Install the handlers so no path answers HTML or a traceback."""
     app.register_error_handler(ApiError, error_response)
     app.register_error_handler(HTTPException, _http_exception)
-    app.register_error_handler(redis.ConnectionError, _redis_down)
-    app.register_error_handler(redis.TimeoutError, _redis_down)
-    app.register_error_handler(redis.exceptions.BusyLoadingError, _redis_down)
-    # A full (maxmemory) or read-only (failing-over) Redis is unavailable too, not a bug.
-    app.register_error_handler(redis.exceptions.OutOfMemoryError, _redis_down)
-    app.register_error_handler(redis.exceptions.ReadOnlyError, _redis_down)
+    # Every Redis error is "unavailable, retry": a full (maxmemory) or read-only
+    # (failing-over) Redis, or a MULTI answered EXECABORT, is not a client's bug.
+    app.register_error_handler(redis.RedisError, _redis_down)
     app.register_error_handler(Exception, _unexpected)

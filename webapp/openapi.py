@@ -20,6 +20,7 @@ from spool import apischema as out
 from spool.catalog import configured_providers
 from spool.schemas import GenerationRequest
 from spool.settings import Settings
+from webapp.batches.openapi import BATCH_MODELS, batch_paths
 from webapp.relay.stream import MAX_EVENT_ID
 from webapp.services import services
 
@@ -42,7 +43,7 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     out.ErrorBody, out.TimeoutBody, out.CreatedGeneration, out.GenerationView,
     out.CancelAccepted, out.ModelList, out.Health, out.Readiness,
     *out.EVENT_SCHEMAS.values(),
-    out.OpenAIErrorBody, out.ChatCompletion,
+    out.OpenAIErrorBody, out.ChatCompletion, *BATCH_MODELS,
 ]
 AI_SDK_STREAM = {"description": "The UI message stream (`x-vercel-ai-ui-message-stream: v1`): "
                                 "`data:` chunks ending with `data: [DONE]`",
@@ -82,7 +83,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def components(settings: Settings) -> dict[str, Any]:
     """Schemas of every request and response model, adjusted to `settings`."""
     models = [(GenerationRequest, "validation"), (out.ChatCompletionRequest, "validation"),
-              (out.AiSdkChatRequest, "validation")]
+              (out.AiSdkChatRequest, "validation"), (out.BatchRequest, "validation")]
     models += [(m, "serialization") for m in RESPONSE_MODELS]
     _, schema = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
     schemas: dict[str, Any] = schema["$defs"]
@@ -230,6 +231,8 @@ def paths() -> dict[str, Any]:
         }},
         **facade_paths(),
         **ai_sdk_paths(),
+        **batch_paths(_ref, _json, _errors, _position),
+        **ops_paths(),
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Liveness", "security": [],
             "responses": {"200": _json(out.Health, "Serving")},
@@ -245,6 +248,22 @@ def paths() -> dict[str, Any]:
             "responses": {"200": {"description": "OpenAPI 3.1",
                                   "content": {"application/json": {
                                       "schema": {"type": "object"}}}}},
+        }},
+    }
+
+
+def ops_paths() -> dict[str, Any]:
+    """The demo page and the Prometheus scrape (healthz/readyz/openapi are in paths())."""
+    return {
+        "/metrics": {"get": {
+            "operationId": "metrics", "summary": "Prometheus text format", "security": [],
+            "responses": {"200": {"description": "Metrics", "content": {
+                "text/plain": {"schema": {"type": "string"}}}}},
+        }},
+        "/": {"get": {
+            "operationId": "demoPage", "summary": "The demo chat page", "security": [],
+            "responses": {"200": {"description": "HTML", "content": {
+                "text/html": {"schema": {"type": "string"}}}}},
         }},
     }
 

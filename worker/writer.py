@@ -19,7 +19,7 @@ import gevent.event
 import hiredis
 import redis
 
-from spool.connection import is_cluster
+from spool.connection import io_purpose, is_cluster
 from spool.events import DELTA, TOOL_CALL
 from spool.log import EventLog
 
@@ -121,6 +121,7 @@ class BatchWriter:
         return True
 
     def _run(self) -> None:
+        io_purpose("append")  # counted apart from the job path's round trips
         last_flush = 0.0
         while True:
             self._wake.wait()

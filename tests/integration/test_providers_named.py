@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Api
 from tests.fakeprovider import FakeProvider, matching, scenario
@@ -23,6 +24,7 @@ from tests.harness import Stack
 from tests.sseclient import StreamResult
 
 LOCAL_MODELS = ("llama-fake", "qwen-fake")
+FLUSH_S = 0.2  # SPOOL_METRICS_FLUSH_S
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def napi(redis_server: Any, fakes: dict[str, FakeProvider]) -> Iterator[Api]:
         "SPOOL_FALLBACK_PROVIDERS": "openai",
         "SPOOL_RETRY_ATTEMPTS": "3", "SPOOL_RETRY_BASE_S": "0.05",
         "SPOOL_FIRST_TOKEN_TIMEOUT_S": "10", "SPOOL_IDLE_TIMEOUT_S": "10",
-        "SPOOL_METRICS_FLUSH_S": "0.5",
+        "SPOOL_METRICS_FLUSH_S": str(FLUSH_S),
     }
     stack = Stack(redis_server.url, env)
     try:
@@ -112,9 +114,31 @@ def test_three_providers_at_once_each_reach_their_own_server(
     assert c_record["headers"]["authorization"] == "Bearer ak-c"
 
 
+def ttft_counts(napi: Api) -> dict[str, float]:
+    """spool_ttft_seconds_count by provider label."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(napi.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "spool_ttft_seconds_count":
+                counts[sample.labels["provider"]] = sample.value
+    return counts
+
+
+def settled_ttft_counts(napi: Api) -> dict[str, float]:
+    """The counts once earlier generations' metrics have all been flushed (two flushes agree)."""
+    previous = ttft_counts(napi)
+    while True:
+        time.sleep(3 * FLUSH_S)
+        current = ttft_counts(napi)
+        if current == previous:
+            return current
+        previous = current
+
+
 def test_fallback_from_one_named_provider_to_another_before_output(
         napi: Api, fakes: dict[str, FakeProvider]) -> None:
     key = uuid.uuid4().hex
+    before = settled_ttft_counts(napi)
     resp = napi.post("/v1/generations", {"provider": "local", "max_tokens": 32,
                                          "messages": whoami(key, fault="503", fault_on="fake-b")})
     assert resp.status_code == 202, resp.text
@@ -128,6 +152,13 @@ def test_fallback_from_one_named_provider_to_another_before_output(
     assert len(matching(fakes["fake-a"].requests(), key)) == 1
     record = napi.generation(resp.json()["id"])
     assert (record["provider"], record["model"]) == ("openai", "gpt-4o-mini")
+    # Metrics name who answered: the first token came from openai, not local.
+    deadline = time.monotonic() + 30
+    while (after := ttft_counts(napi)).get("openai", 0) == before.get("openai", 0):
+        assert time.monotonic() < deadline, "no ttft observation for openai"
+        time.sleep(0.3)
+    assert after["openai"] == before.get("openai", 0) + 1
+    assert after.get("local", 0) == before.get("local", 0)
 
 
 def test_facade_prefixes_choose_custom_names(napi: Api) -> None:
@@ -201,3 +232,16 @@ def test_metrics_are_labelled_with_provider_names(napi: Api) -> None:
     while 'provider="claude-eu"' not in napi.get("/metrics").text:
         assert time.monotonic() < deadline, "no metrics labelled claude-eu"
         time.sleep(0.5)
+
+
+def test_ai_sdk_chat_routes_by_name(napi: Api) -> None:
+    content = scenario(whoami=True, key=uuid.uuid4().hex)
+    message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": content}]}
+    body = {"id": f"chat-{uuid.uuid4().hex}", "provider": "claude-eu",
+            "trigger": "submit-message", "messages": [message]}
+    resp = napi.post("/v1/ai-sdk/chat", body)
+    assert resp.status_code == 200, resp.text
+    parts = [orjson.loads(line[len("data: "):]) for line in resp.text.splitlines()
+             if line.startswith("data: {")]
+    text = "".join(p["delta"] for p in parts if p.get("type") == "text-delta")
+    assert text == "fake-c answering for model claude-fake-eu"

@@ -7,6 +7,7 @@ import pytest
 from spool.catalog import configured_providers, default_model, model_ids
 from spool.provider_config import GEMINI_BASE_URL, RetryPolicy, Tuning
 from spool.settings import ConfigError, Settings
+from tests.harness import ROOT
 
 TOGETHER = {  # README's example: OpenAI + a local vLLM + Gemini
     "OPENAI_API_KEY": "sk-openai",
@@ -99,6 +100,11 @@ LOCAL = {"SPOOL_PROVIDERS": "local", "SPOOL_PROVIDER_LOCAL_BASE_URL": "http://h:
      "GEMINI_API_KEY must be set to use the gemini provider"),
     ({"OPENAI_BASE_URL": "localhost:11434"},
      "OPENAI_BASE_URL must be an http:// or https:// URL"),
+    ({"ANTHROPIC_BASE_URL": "socks5://user:pw-secret@proxy:1080"},
+     "ANTHROPIC_BASE_URL must be an http:// or https:// URL, got 'proxy:1080'"),
+    ({"ANTHROPIC_BASE_URL": "http://[::1"}, "ANTHROPIC_BASE_URL must be an http:// or https://"),
+    ({**LOCAL, "SPOOL_PROVIDER_LOCAL_BASE_URL": "http://h:99999/v1"},
+     "SPOOL_PROVIDER_LOCAL_BASE_URL must be an http:// or https:// URL"),
     ({"SPOOL_DEFAULT_PROVIDER": "cohere"}, "SPOOL_DEFAULT_PROVIDER: unknown provider 'cohere'"),
     ({"SPOOL_DEFAULT_PROVIDER": "anthropic"},
      "SPOOL_DEFAULT_PROVIDER: provider 'anthropic' is not configured (set ANTHROPIC_API_KEY"),
@@ -128,3 +134,27 @@ def test_names_that_share_a_prefix_keep_their_own_variables() -> None:
         "SPOOL_PROVIDER_LOCAL_FAST_MODEL": "small"})
     assert settings.providers["local"].model == "big"
     assert settings.providers["local-fast"].base_url == "http://b/v1"
+
+
+def documented_env(path: str, marker: str) -> dict[str, str]:
+    """The `export NAME=value` lines of the shell block after `marker` in a doc."""
+    text = (ROOT / path).read_text()
+    block = text[text.index(marker):].split("make run", 1)[0]
+    env: dict[str, str] = {}
+    for line in block.splitlines():
+        if line.strip().startswith("export "):
+            words = line.split("#", 1)[0].split()[1:]
+            env.update(word.split("=", 1) for word in words)  # type: ignore[misc]
+    return env
+
+
+@pytest.mark.parametrize(("path", "marker"), [
+    ("README.md", "OpenAI, a local vLLM and"),
+    ("docs/providers.md", "### OpenAI + a local vLLM + Gemini, configured together"),
+])
+def test_the_documented_configuration_is_valid(path: str, marker: str) -> None:
+    env = documented_env(path, marker)
+    settings = Settings.from_env(env)
+    assert configured_providers(settings) == ["mock", "openai", "gemini", "local"]
+    assert settings.default_provider == "local" and settings.fallback_providers == ("openai",)
+    assert default_model(settings, "local") == "Qwen/Qwen2.5-7B-Instruct"

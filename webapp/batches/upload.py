@@ -25,7 +25,7 @@ from spool.schemas import (
     RequestError,
     parse_generation_request,
 )
-from webapp.body import json_depth_exceeds, read_body
+from webapp.body import json_depth_exceeds, read_body, refuse_duplicate_keys
 from webapp.errors import ApiError
 
 MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024  # an upload may be far larger than one request
@@ -90,6 +90,7 @@ def _json_body(request: Request) -> tuple[list[Any], BatchUpload]:
         raise ApiError(400, f"malformed JSON: {exc.msg}") from None
     if not isinstance(payload, dict):
         raise ApiError(400, 'request body must be a JSON object with "requests"')
+    refuse_duplicate_keys(raw)  # too deep a body: found by the row checks below
     unknown = sorted(set(payload) - BATCH_FIELDS)
     if unknown:
         raise ApiError(400, f"{unknown[0]}: unknown field", param=unknown[0])
@@ -115,6 +116,7 @@ def _ndjson_body(request: Request) -> tuple[list[Any], list[int]]:
             index = len(rows)
             raise ApiError(400, f"row {index} (line {number}): malformed JSON: {exc.msg}",
                            param=f"requests.{index}") from None
+        refuse_duplicate_keys(line, f"row {len(rows) - 1} (line {number}): ")
         line_numbers.append(number)
     return rows, line_numbers
 

@@ -68,11 +68,14 @@ def parse_resume() -> ResumePoint:
     header = _parse_position(request.headers.get("Last-Event-ID"), "Last-Event-ID")
     after = _parse_position(request.args.get("after"), "after")
     offset = _parse_position(request.args.get("offset"), "offset")
-    # EventSource re-sends the original URL (which may carry ?after=) plus
-    # the header, so the further of the two is where the reader really is.
+    # EventSource re-sends the original URL (which may carry ?after= or
+    # ?offset=) plus the header, so the header wins over ?offset= and the
+    # further of header and ?after= is where the reader really is.
     position = max(header or 0, after or 0)
+    if header is not None:
+        return ResumePoint(position, None)
     if offset is not None and position:
-        raise ApiError(400, "offset cannot be combined with after or Last-Event-ID",
+        raise ApiError(400, "offset cannot be combined with after",
                        param="offset")
     return ResumePoint(position, offset)
 
