@@ -126,8 +126,13 @@ class SpoolWorker(BaseWorker):
                 continue
             try:
                 found = self._dequeue(free, block=not burst)
-            except redis.ConnectionError as exc:
-                log.warning("dequeue failed (%s); retrying", type(exc).__name__)
+            except redis.RedisError as exc:
+                # Any Redis reply, not only a lost connection: an LMOVE into a
+                # full (OOM), read-only (failover) or MISCONF Redis fails too,
+                # and a worker must never die of it; it takes work again as
+                # soon as Redis accepts writes.
+                log.warning("dequeue failed (%s: %s); retrying", type(exc).__name__,
+                            str(exc)[:80])
                 gevent.sleep(REDIS_RETRY_S)
                 continue
             if found:
@@ -198,6 +203,12 @@ class SpoolWorker(BaseWorker):
             failure = self._perform(slot, job)
             slot.performing = False
             self._record_outcome(slot, job, failure)
+        except redis.RedisError as exc:
+            # Redis refusing writes (OOM, READONLY...) is not a bug: the log has
+            # its end (or the writer/settler gives it one); RQ's registry
+            # cleanup retires the job's entry later.
+            log.warning("RQ bookkeeping for job %s skipped: %s", slot.job_id,
+                        type(exc).__name__)
         except Exception:
             log.exception("bookkeeping for job %s failed", slot.job_id)
         finally:
