@@ -26,6 +26,9 @@ COLUMNS = (
     ("doubled_chars", "dup", 5), ("exact", "exact", 5), ("spread_p99_ms", "sprd99", 7),
     ("queue_ms_p50", "queue50", 7), ("queue_ms_p99", "queue99", 7),
     ("efficiency", "effic", 5), ("cores_busy", "cores", 5),  # bench/scaling.py
+    # bench/jobpath.py: one row per "Done when" line of issue 13
+    ("line", "line", 4), ("figure", "figure", 44), ("measured", "measured", 8),
+    ("target", "target", 7), ("pass", "pass", 4),
 )
 
 

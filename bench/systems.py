@@ -138,12 +138,12 @@ def _expand(arg: str, env: dict[str, str]) -> str:
         os.environ.update(saved)
 
 
-def launch_spool(base_url: str) -> Deployment:
+def launch_spool(base_url: str, extra_env: dict[str, str] | None = None) -> Deployment:
     """Spool: one web and one worker process from the Procfile, on a private Redis."""
     redis = procs.start_redis("spool-redis")
     port = procs.free_port()
     env = {**provider_env(base_url), **SPOOL_BENCH_ENV, "REDIS_URL": redis.url,
-           "PORT": str(port)}
+           "PORT": str(port), **(extra_env or {})}
     commands = procfile_commands()
     web = procs.spawn("spool-web", _procfile_argv(commands["web"], env), env)
     worker = procs.spawn("spool-worker", _procfile_argv(commands["worker"], env), env)

@@ -20,6 +20,7 @@ is older than its grace).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,9 @@ _ADMIT_LUA = """
 --       4 idempotency ttl (0: no key), 5 'nx' or 'force' (take a stale key over),
 --       6 active limit (0: takes no place), 7 live ttl, 8 now ms;
 --       with the generation's keys: 9 tombstone ttl, 10 tenant, 11 event 1,
---       12 publish command, 13 abandon at ms ('' none), 14.. record fields
+--       12 publish command, 13 abandon at ms ('' none), 14 count F of record
+--       field/value args, 15..14+F those, then commands to run once admitted
+--       (RQ's enqueue, when RQ shares this Redis), each as: argc, args
 if ARGV[2] ~= '0' then
   local n = redis.call('INCR', KEYS[1])
   if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
@@ -59,7 +62,8 @@ if ARGV[6] ~= '0' then
 end
 if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4]) end
 if #KEYS > 3 then
-  redis.call('HSET', KEYS[4], unpack(ARGV, 14))
+  local f = tonumber(ARGV[14])
+  redis.call('HSET', KEYS[4], unpack(ARGV, 15, 14 + f))
   redis.call('HSET', KEYS[4], 'last_seq', 1)
   redis.call('EXPIRE', KEYS[4], ARGV[7])
   redis.call('SET', KEYS[6], ARGV[10], 'EX', ARGV[9])
@@ -70,6 +74,12 @@ if #KEYS > 3 then
     redis.call('EXPIRE', KEYS[8], ARGV[7])
   end
   redis.call(ARGV[12], KEYS[7], ARGV[11])
+  local i = 15 + f
+  while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
 end
 return {'ok', 0}
 """
@@ -85,6 +95,10 @@ class Ticket:
     rate: tuple[str, int] | None = None  # (credential, limit): count this request here
     idempotency_key: str | None = None
     active_limit: int = 0  # 0: takes no place
+    # Commands run by the script once admitted: RQ's enqueue, recorded from
+    # RQ's own code, when RQ shares Spool's (single) Redis. Empty: the
+    # caller enqueues after admission.
+    enqueue: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,12 +121,21 @@ class Refused(Exception):
 class Admission:
     """Admits generations for one Spool Redis (single node or Cluster)."""
 
-    def __init__(self, generations: Generations) -> None:
+    def __init__(self, generations: Generations,
+                 send: Callable[[tuple[Any, ...]], Any] | None = None) -> None:
+        """`send`: runs one command and returns its reply (or raises its error);
+        by default on the client, one round trip each (the web shares them)."""
         self.generations = generations
         self.client = generations.client
         self.keys = generations.keys
         self.cluster = is_cluster(self.client)
         self._script = self.client.register_script(_ADMIT_LUA)
+        self._send = send
+
+    @property
+    def script(self) -> tuple[str, str]:
+        """(sha, source) of the admission script."""
+        return self._script.sha, _ADMIT_LUA
 
     def admit(self, ticket: Ticket) -> Admitted:
         """Admit `ticket` (one round trip on a single Redis), or raise Refused."""
@@ -158,10 +181,15 @@ class Admission:
                      k.abandon_index()]
             args += [retention.live_s + retention.tombstone_s, ticket.tenant, QUEUED_ENTRY,
                      self.generations.log.publish_command, _abandon_at(ticket.record)]
-            for name, value in ticket.record.items():
-                if name != "last_seq":
-                    args += [name, value]
-        verdict, value = self._script(keys=keys, args=args)
+            fields = [x for name, value in ticket.record.items() if name != "last_seq"
+                      for x in (name, value)]
+            args += [len(fields), *fields]
+            for command in ticket.enqueue:
+                args += [len(command), *command]
+        if self._send is None:
+            verdict, value = self._script(keys=keys, args=args)
+        else:
+            verdict, value = self._send(("EVALSHA", self._script.sha, len(keys), *keys, *args))
         return str(verdict), value
 
     def _admit_on_cluster(self, ticket: Ticket) -> Admitted:

@@ -15,7 +15,9 @@ plain Redis.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections import Counter
 from typing import Any
 
 import redis
@@ -34,8 +36,30 @@ POOL_WAIT_S = 30.0  # a blocking pool's longest wait for a free connection
 
 
 
+# Round trips to Redis by this process, by purpose (`io_purpose`): one per
+# command sent alone or per pipeline. A plain counter, taken by the metrics
+# flusher (`spool_redis_round_trips_total`); the benchmark reads it to count
+# round trips per generation, web and worker apart.
+ROUND_TRIPS: Counter[str] = Counter()
+_PURPOSE: contextvars.ContextVar[str] = contextvars.ContextVar("spool_io_purpose",
+                                                               default="other")
+
+
+def io_purpose(name: str) -> None:
+    """Count this greenlet's (or thread's) round trips under `name` (e.g. "append")."""
+    _PURPOSE.set(name)
+
+
+def take_round_trips() -> dict[str, int]:
+    """Round trips by purpose since the last take."""
+    taken = dict(ROUND_TRIPS)
+    ROUND_TRIPS.clear()
+    return taken
+
+
 class _CountErrors:
-    """Counts failed connects, sends and reads in `spool_redis_errors_total`.
+    """Counts failed connects, sends and reads in `spool_redis_errors_total`,
+    and every send (one round trip) in ROUND_TRIPS.
 
     Counting at the connection catches every caller (appends, reads,
     heartbeats, RQ) without touching them.
@@ -49,6 +73,7 @@ class _CountErrors:
             raise
 
     def send_packed_command(self, *args: Any, **kwargs: Any) -> Any:
+        ROUND_TRIPS[_PURPOSE.get()] += 1
         try:
             return super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
         except (redis.ConnectionError, redis.TimeoutError) as exc:

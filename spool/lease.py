@@ -128,6 +128,20 @@ return 1
 """
 
 
+# KEYS: running, lease 1..n; ARGV: owner, gen 1..n. Drops each lease still the owner's.
+_RELEASE_MANY = """
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
 def _with_constants(script: str) -> str:
     return script.replace("INDEX_TTL_MS", str(INDEX_TTL_MS))
 
@@ -144,6 +158,7 @@ class Leases:
         self._confirm = client.register_script(_CONFIRM)
         self._take = client.register_script(_with_constants(_TAKE))
         self._release = client.register_script(_RELEASE)
+        self._release_many = client.register_script(_RELEASE_MANY)
 
     def _keys(self, gen_id: str) -> list[str]:
         return [self.keys.running(), self.keys.lease(gen_id)]
@@ -153,6 +168,34 @@ class Leases:
         if gen_ids:
             keys = [self.keys.running(), *(self.keys.lease(g) for g in gen_ids)]
             self._acquire(keys=keys, args=[owner, self.ttl_ms, *gen_ids])
+
+    def _many(self, gen_ids: list[str]) -> list[str]:
+        return [self.keys.running(), *(self.keys.lease(g) for g in gen_ids)]
+
+    def queue_acquire(self, pipe: Any, gen_ids: list[str], owner: str) -> None:
+        """`acquire` queued on `pipe` (of any client on the lease Redis): one EVALSHA.
+
+        A raw EVALSHA, not the Script object: redis-py would add a SCRIPT
+        EXISTS round trip to every pipeline carrying a Script. Callers load
+        the scripts first (`load_scripts`) and redo a NOSCRIPT reply alone.
+        """
+        keys = self._many(gen_ids)
+        pipe.evalsha(self._acquire.sha, len(keys), *keys, owner, self.ttl_ms, *gen_ids)
+
+    def queue_release(self, pipe: Any, gen_ids: list[str], owner: str) -> None:
+        """Release `owner`'s leases of `gen_ids`, queued on `pipe` (one EVALSHA)."""
+        keys = self._many(gen_ids)
+        pipe.evalsha(self._release_many.sha, len(keys), *keys, owner, *gen_ids)
+
+    def release_many(self, gen_ids: list[str], owner: str) -> int:
+        """Release `owner`'s leases of `gen_ids` in one call (the NOSCRIPT fallback)."""
+        return int(self._release_many(keys=self._many(gen_ids), args=[owner, *gen_ids]))
+
+    def load_scripts(self, client: Any = None) -> None:
+        """Load the pipelined scripts on `client` (default: the lease client)."""
+        target = client if client is not None else self.client
+        for script in (self._acquire, self._release_many):
+            target.script_load(script.script)
 
     def refresh(self, gen_ids: list[str], owner: str) -> list[str]:
         """Extend all of `owner`'s leases in one call; returns those it lost."""

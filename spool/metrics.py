@@ -76,6 +76,9 @@ PROVIDER_RETRIES = Spec("spool_provider_retries_total", "counter",
 REDIS_ERRORS = Spec("spool_redis_errors_total", "counter",
                     "Redis commands that failed (counted locally, added once Redis is back).",
                     ("error",))
+ROUND_TRIPS = Spec("spool_redis_round_trips_total", "counter",
+                   "Round trips to Redis (a command alone or a pipeline), by process kind "
+                   "and purpose (append: the worker's event writes).", ("kind", "purpose"))
 STREAMS = Spec("spool_sse_streams_total", "counter", "SSE responses opened.")
 SSE_READERS = Spec("spool_sse_readers", "gauge", "SSE readers attached, over all web processes.")
 SLOTS_IN_USE = Spec("spool_worker_slots_in_use", "gauge",
@@ -89,7 +92,7 @@ PROCESSES = Spec("spool_processes", "gauge", "Live processes reporting metrics, 
 REDIS_UP = Spec("spool_redis_up", "gauge", "1 when this scrape could read Redis.")
 
 FLUSHED = (TTFT, INTER_TOKEN, QUEUE_WAIT, GENERATIONS, PROVIDER_ERRORS, PROVIDER_RETRIES,
-           REDIS_ERRORS, STREAMS)
+           REDIS_ERRORS, ROUND_TRIPS, STREAMS)
 SNAPSHOT_GAUGES = (SSE_READERS, SLOTS_IN_USE, SLOTS, RUNNING)
 
 
@@ -198,7 +201,12 @@ class MetricsStore:
 
     def flush(self, recorder: Recorder, gauges: dict[str, float]) -> None:
         """Add recorded deltas to the shared counters; publish this process's gauges."""
+        from spool.connection import take_round_trips  # it imports this module
+
         deltas = recorder.take()
+        for purpose, count in take_round_trips().items():
+            name = series(ROUND_TRIPS, (self.kind, purpose))
+            deltas[name] = deltas.get(name, 0.0) + count
         snapshot = {"kind": self.kind, "ts": time.time(), "stale_after": self.stale_after_s,
                     "values": gauges}
         try:

@@ -84,10 +84,13 @@ def launch_generation(
     record = svc.generations.new_record(tenant, request, provider=provider, model=model,
                                         abandon_after_s=abandon, batch_id=batch_id,
                                         holds_place=takes_place)
-    ticket = Ticket(new_generation_id(), tenant, record,
+    gen_id = new_generation_id()
+    ticket = Ticket(gen_id, tenant, record,
                     rate=take_deferred(svc.settings) if limited else None,
                     idempotency_key=request.idempotency_key,
-                    active_limit=svc.settings.max_active if takes_place else 0)
+                    active_limit=svc.settings.max_active if takes_place else 0,
+                    enqueue=_enqueue_commands(svc, gen_id, request.priority)
+                    if svc.rq_shared else ())
     try:
         admitted = svc.admission.admit(ticket)
     except Refused as refused:
@@ -96,8 +99,20 @@ def launch_generation(
         raise active_error(svc.settings, refused.verdict) from None
     if admitted.existing:
         return Launched(admitted.gen_id, True)
-    _enqueue(svc, ticket)
+    if not ticket.enqueue:
+        _enqueue(svc, ticket)
     return Launched(ticket.gen_id, False, int(record["created_ms"]))
+
+
+def _enqueue_commands(svc: Services, gen_id: str, priority: str) -> tuple[tuple[Any, ...], ...]:
+    """RQ's own enqueue of `gen_id`, recorded instead of sent: the admission
+    script runs these commands once it admits the generation (one round trip)."""
+    recorder = svc.rq_redis.pipeline(transaction=False)
+    enqueue_generation(svc.rq_redis, svc.keys, gen_id, priority, svc.settings.job_timeout_s,
+                       pipeline=recorder)
+    commands = tuple(tuple(args) for args, _ in recorder.command_stack)
+    recorder.reset()
+    return commands
 
 
 def _enqueue(svc: Services, ticket: Ticket) -> None:

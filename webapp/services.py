@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from flask import current_app
 from redis import Redis
@@ -17,6 +19,7 @@ from spool.generations import Generations
 from spool.keys import Keys
 from spool.log import EventLog, open_event_log
 from spool.settings import Settings
+from webapp.batcher import PipelineBatcher
 from webapp.relay.hub import Hub
 from webapp.relay.shardhub import ShardedHub, make_hub
 
@@ -41,6 +44,8 @@ class Services:
     generations: Generations
     hub: Hub | ShardedHub
     admission: Admission
+    # RQ's queues on Spool's own (single) Redis: admission enqueues in its script.
+    rq_shared: bool = False
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -53,6 +58,14 @@ class Services:
         event_log = open_event_log(settings, client)
         keys = event_log.keys
         generations = Generations(client, keys, event_log)
+        send = None
+        if not cluster:
+            # Concurrent requests share their admission round trips (webapp.batcher).
+            batcher = PipelineBatcher(client)
+            send = partial(_send_one, batcher)
+        admission = Admission(generations, send)
+        if send is not None:
+            batcher.scripts = dict([admission.script])
         return cls(
             settings=settings,
             redis=client,
@@ -62,8 +75,16 @@ class Services:
             log=event_log,
             generations=generations,
             hub=make_hub(settings.redis_url, client),
-            admission=Admission(generations),
+            admission=admission,
+            rq_shared=not cluster and settings.rq_redis_url == settings.redis_url,
         )
+
+
+def _send_one(batcher: PipelineBatcher, command: tuple[Any, ...]) -> Any:
+    reply = batcher.call(command)[0]
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 def services() -> Services:

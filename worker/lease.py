@@ -48,6 +48,16 @@ class LeaseKeeper:
         for gen_id in gen_ids:
             self._extended[gen_id] = sent
 
+    def acquired(self, gen_ids: list[str], sent: float) -> None:
+        """Note leases taken by a claim pipeline sent at monotonic time `sent`."""
+        for gen_id in gen_ids:
+            self._extended[gen_id] = sent
+
+    def released(self, gen_ids: list[str]) -> None:
+        """Forget leases a finish pipeline released."""
+        for gen_id in gen_ids:
+            self._extended.pop(gen_id, None)
+
     def release(self, gen_id: str) -> None:
         """Drop the lease of a generation that ended here."""
         self._extended.pop(gen_id, None)

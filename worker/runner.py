@@ -9,7 +9,6 @@ cancel, a bug) the runner ends the log, unless someone else already did
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,10 +97,15 @@ class Runner:
         """Queue one event for this generation."""
         return self.ctx.writer.emit(self.gen_id, event, data, fields, wait=wait)
 
-    def run(self) -> None:
-        """Run to a terminal event (or return at once if there is nothing to do)."""
-        record = self.ctx.generations.load(self.gen_id)
-        if record is None or "ended" in record:
+    def run(self, record: dict[str, str] | bool | None = True) -> None:
+        """Run to a terminal event (or return at once if there is nothing to do).
+
+        `record`: the record as the worker's claim loaded it (None: it does
+        not exist); left out, it is loaded here.
+        """
+        if record is True:
+            record = self.ctx.generations.load(self.gen_id)
+        if not isinstance(record, dict) or "ended" in record:
             return
         request: dict[str, Any] = orjson.loads(record["request"])
         handle = self.ctx.watcher.register(self.gen_id)
@@ -274,8 +278,10 @@ def _prompt_text(request: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def run_generation(ctx: WorkerContext, gen_id: str) -> None:
-    """Run one generation to its end (the RQ job body)."""
-    started = time.monotonic()
-    Runner(ctx, gen_id).run()
-    log.info("generation %s ran %.2fs", gen_id, time.monotonic() - started)
+def run_generation(ctx: WorkerContext, gen_id: str,
+                   record: dict[str, str] | bool | None = True) -> None:
+    """Run one generation to its end (the RQ job body; `record` as in `Runner.run`).
+
+    Its end is logged once, by `Runner._ended`.
+    """
+    Runner(ctx, gen_id).run(record)

@@ -7,6 +7,12 @@ an Execution in the StartedJobRegistry while it runs, then the Finished or
 Failed registry. Timeouts are `gevent.Timeout`s (SIGALRM cannot time out
 hundreds of jobs in one process); RQ's `stop-job` command cancels the
 generation. Leases, not RQ's 90 s heartbeats, find dead workers.
+
+The job path is per tick, not per job: the jobs popped in one round trip
+are claimed in one more (`worker.claim`: leases, records, RQ's start), and
+the jobs that ended meanwhile are finished in one (`worker.finish`: leases
+and active places released, RQ's end). This module is the loop around
+them: dequeue, run, heartbeats, commands, shutdown.
 """
 
 from __future__ import annotations
@@ -16,64 +22,40 @@ import logging
 import signal
 import time
 import traceback
-from collections import Counter
-from dataclasses import dataclass
 
 import gevent
 import gevent.event
 import redis
 from rq.command import parse_payload
-from rq.executions import Execution
-from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
+from spool.connection import is_cluster
 from spool.events import ERROR
 from spool.keys import QUEUE_BATCH, QUEUE_INTERACTIVE
 from spool.lease import Leases, Settler, lease_store, settle_forever
 from spool.queue import queue_for
-from worker import heartbeat
+from worker import heartbeat, rqduties
+from worker.claim import Claimer
 from worker.context import WorkerContext
 from worker.control import JobTimeout
+from worker.finish import Finisher
 from worker.lease import HandBack, LeaseKeeper, LeaseLost
+from worker.runner import run_generation
+from worker.slot import Slot, Stores, batch_cap, text
 
 log = logging.getLogger("spool.worker")
 
 IDLE_BLOCK_S = 0.25  # BLMOVE wait on the interactive queue when both are empty
 DEQUEUE_BATCH = 50  # LMOVEs per round trip while slots are free
 RQ_HEARTBEAT_INTERVAL_S = 10.0  # worker/execution/job heartbeats in RQ's keys
-RQ_HEARTBEAT_TTL_S = 90  # RQ entries outlive a missed heartbeat or two
 REDIS_RETRY_S = 1.0
 # Heroku kills 30 s after SIGTERM; the default grace (25 s) leaves these.
 HANDBACK_JOIN_S = 2.0  # for runners to unwind after HandBack
 DRAIN_S = 2.0  # for their last appends to reach Redis
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-@dataclass(eq=False)
-class Slot:
-    """One in-flight job (`job` is fetched by its own greenlet)."""
-
-    job_id: str
-    queue: Queue
-    batch: bool
-    job: Job | None = None
-    greenlet: gevent.Greenlet | None = None
-    execution: Execution | None = None
-    leased: bool = False
-    performing: bool = False
-    stopped: bool = False  # RQ stop-job: the job ends STOPPED
-    gone: bool = False  # lease lost or handed back: the settler owns the outcome
-
-
-def batch_cap(slots: int, share: float) -> int:
-    """Slots batch jobs may hold: floor(slots * share), at least 1 unless share is 0."""
-    cap = int(slots * share)
-    return max(cap, 1) if share > 0 else 0
+__all__ = ["SpoolWorker", "batch_cap"]
 
 
 class SpoolWorker(BaseWorker):
@@ -94,6 +76,12 @@ class SpoolWorker(BaseWorker):
         self.leases = Leases(lease_redis, ctx.keys)
         self.settler = Settler(ctx.log, rq_client, ctx.settings.job_timeout_s, lease_redis)
         self.keeper = LeaseKeeper(self.leases, self.name, self._leased, self._lease_lost)
+        shared = (not is_cluster(ctx.redis)
+                  and ctx.settings.rq_redis_url == ctx.settings.redis_url)
+        self.stores = Stores(ctx.redis, rq_client, self.leases, shared)
+        self.claimer = Claimer(self.stores, ctx.keys, self.keeper, self)
+        self.finisher = Finisher(ctx, self.stores, self.keeper, self,
+                                 lambda: len(self.running), self._free)
 
     # -- the work loop ---------------------------------------------------------
     def work(self, burst: bool = False, **_: object) -> bool:  # type: ignore[override]
@@ -101,15 +89,20 @@ class SpoolWorker(BaseWorker):
         self.bootstrap()
         self.set_state(WorkerStatus.IDLE)
         self._install_signal_handlers()
+        self.leases.load_scripts()
         self.ctx.writer.output_guard = self.keeper.guard
         self.ctx.writer.start()
         self.ctx.watcher.start()
         helpers = [gevent.spawn(self.keeper.run), gevent.spawn(settle_forever, self.settler),
-                   gevent.spawn(self._heartbeat_forever), heartbeat.start(self.ctx)]
+                   gevent.spawn(self._heartbeat_forever), heartbeat.start(self.ctx),
+                   gevent.spawn(self.finisher.run)]
         started = 0
         try:
             started = self._dispatch(burst)
             self._wind_down()
+            deadline = time.monotonic() + DRAIN_S
+            while not self.finisher.idle() and time.monotonic() < deadline:
+                gevent.sleep(0.01)  # the last finishes reach Redis before the worker goes
         finally:
             gevent.killall(helpers, block=False)
             heartbeat.remove(self.ctx)
@@ -136,7 +129,7 @@ class SpoolWorker(BaseWorker):
                 gevent.sleep(REDIS_RETRY_S)
                 continue
             if found:
-                self._start([self._open_slot(job_id, queue) for job_id, queue in found])
+                self._start(found)
             started += len(found)
             if not found and burst:
                 if not self.running:
@@ -160,110 +153,72 @@ class SpoolWorker(BaseWorker):
             return found
         job_id = self.connection.blmove(interactive.key, interactive.intermediate_queue_key,
                                         IDLE_BLOCK_S)  # type: ignore[arg-type]
-        return [] if job_id is None else [(_text(job_id), interactive)]
+        return [] if job_id is None else [(text(job_id), interactive)]
 
     def _pop(self, queue: Queue, count: int) -> list[tuple[str, Queue]]:
         with self.connection.pipeline(transaction=False) as pipe:
             for _ in range(count):
                 pipe.lmove(queue.key, queue.intermediate_queue_key)
             popped = pipe.execute()
-        return [(_text(job_id), queue) for job_id in popped if job_id is not None]
+        return [(text(job_id), queue) for job_id in popped if job_id is not None]
 
     def _open_slot(self, job_id: str, queue: Queue) -> Slot:
         slot = Slot(job_id, queue, batch=queue is self.queues[1])
         self.running[job_id] = slot
         self.batch_running += slot.batch
-        if len(self.running) == 1:
-            self.set_state(WorkerStatus.BUSY)
         return slot
 
-    def _start(self, slots: list[Slot]) -> None:
-        """Claim a batch of popped jobs in three round trips, then run each."""
+    def _start(self, found: list[tuple[str, Queue]]) -> None:
+        """Claim the jobs of one tick in one round trip (see worker.claim), then run each."""
+        became_busy = not self.running
+        slots = [self._open_slot(job_id, queue) for job_id, queue in found]
         try:
-            self._claim(slots)
+            self.claimer.claim(slots, became_busy)
         except redis.RedisError as exc:
             # Leased ones are settled (requeued) when their leases lapse; unleased
             # ones still in RQ's intermediate list are requeued by the orphan sweep.
             log.warning("claiming %d jobs failed (%s)", len(slots), type(exc).__name__)
             for slot in slots:
-                slot.gone = slot.leased
+                slot.gone = True
+        dropped = []
         for slot in slots:
             if slot.job is not None and slot.execution is not None:
-                slot.greenlet = gevent.spawn(self._run_slot, slot, slot.job)
+                slot.greenlet = gevent.spawn(self._run_slot, slot)
             else:
-                if slot.leased and not slot.gone:
-                    with contextlib.suppress(redis.RedisError):
-                        self.keeper.release(slot.job_id)
+                dropped.append(slot)
+        if dropped:
+            mine = [slot.job_id for slot in dropped if slot.leased and not slot.gone]
+            with contextlib.suppress(redis.RedisError):
+                if mine:
+                    self.leases.release_many(mine, self.name)
+            for slot in dropped:
                 self._free(slot)
 
     # -- one job ---------------------------------------------------------------
-    def _run_slot(self, slot: Slot, job: Job) -> None:
+    def _run_slot(self, slot: Slot) -> None:
+        failure = None
         try:
             slot.performing = True
-            failure = self._perform(slot, job)
-            slot.performing = False
-            self._record_outcome(slot, job, failure)
-        except redis.RedisError as exc:
-            # Redis refusing writes (OOM, READONLY...) is not a bug: the log has
-            # its end (or the writer/settler gives it one); RQ's registry
-            # cleanup retires the job's entry later.
-            log.warning("RQ bookkeeping for job %s skipped: %s", slot.job_id,
-                        type(exc).__name__)
+            failure = self._perform(slot)
         except Exception:
-            log.exception("bookkeeping for job %s failed", slot.job_id)
+            log.exception("running job %s failed", slot.job_id)
         finally:
-            if slot.leased and not slot.gone:
-                # On a Redis error the lease lapses; the settler then finds the log ended.
-                with contextlib.suppress(redis.RedisError):
-                    self.keeper.release(slot.job_id)
-            self._free(slot)
+            slot.performing = False
+            self.finisher.finish(slot, failure)
 
-    def _claim(self, slots: list[Slot]) -> None:
-        """Lease the generations, take the jobs out of RQ's intermediate list, start them.
+    def _perform(self, slot: Slot) -> str | None:
+        """Run the job's generation; None on success, else the failure text for RQ.
 
-        A job another process already took out of the intermediate list (the
-        orphan sweep) or that no longer exists is left without `job`.
+        The job is always `worker.jobs.run_generation(gen_id)` (the web
+        enqueues nothing else); it is called directly, with the record the
+        claim loaded, instead of through RQ's `Job.perform`.
         """
-        self.keeper.acquire([slot.job_id for slot in slots])
-        for slot in slots:
-            slot.leased = True
-        jobs = [Job(slot.job_id, connection=self.connection, serializer=self.serializer)
-                for slot in slots]
-        with self.connection.pipeline(transaction=False) as pipe:
-            for slot, job in zip(slots, jobs, strict=True):
-                pipe.lrem(slot.queue.intermediate_queue_key, 1, slot.job_id)
-                pipe.hgetall(job.key)
-            replies = pipe.execute()
-        claimed = []
-        for index, (slot, job) in enumerate(zip(slots, jobs, strict=True)):
-            removed, raw = replies[2 * index], replies[2 * index + 1]
-            if not removed:
-                log.warning("job %s was requeued as an orphan; dropping this copy", job.id)
-            elif not raw:
-                log.warning("job %s no longer exists; skipping it", job.id)
-            else:
-                job.restore(raw)
-                slot.job = job
-                claimed.append(slot)
-        if not claimed:
-            return
-        with self.connection.pipeline(transaction=False) as pipe:
-            executions = [Execution.create(slot.job, RQ_HEARTBEAT_TTL_S, pipeline=pipe,
-                                           worker_name=self.name) for slot in claimed if slot.job]
-            for slot in claimed:
-                if slot.job is not None:
-                    slot.job.prepare_for_execution(self.name, pipeline=pipe)
-            self.set_current_job_id(claimed[-1].job_id, pipeline=pipe)
-            pipe.execute()
-        for slot, execution in zip(claimed, executions, strict=True):
-            slot.execution = execution
-
-    def _perform(self, slot: Slot, job: Job) -> str | None:
-        """Run the job; None on success, else the failure text for RQ."""
+        job = slot.job
+        assert job is not None
         timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
         try:
             with gevent.Timeout(timeout, JobTimeout(timeout)):
-                job.perform()
+                run_generation(self.ctx, slot.job_id, slot.record)
             return None
         except (LeaseLost, HandBack):
             slot.gone = True  # whoever took the lease settles the generation and its job
@@ -285,45 +240,10 @@ class SpoolWorker(BaseWorker):
                               "error": {"type": error_type, "message": message}}, wait=True)
         self.ctx.writer.forget(gen_id)
 
-    def _record_outcome(self, slot: Slot, job: Job, failure: str | None) -> None:
-        execution = slot.execution
-        job.ended_at = now()
-        if slot.stopped and failure is None:
-            failure = "Job stopped by user (rq stop-job): the generation was cancelled."
-        with self.connection.pipeline() as pipe:
-            if execution is not None:
-                execution.delete(job, pipe)
-            self.increment_total_working_time(job.ended_at - (job.started_at or job.ended_at), pipe)
-            if slot.gone:
-                pass  # the settler requeued or failed the job in RQ
-            elif failure is None:
-                job._status = JobStatus.FINISHED
-                result_ttl = job.get_result_ttl(self.default_result_ttl)
-                if result_ttl != 0:
-                    job._handle_success(result_ttl, pipeline=pipe, worker_name=self.name,
-                                        execution_id=execution.id if execution else None,
-                                        execution_started_at=execution.created_at if execution
-                                        else None, execution_ended_at=job.ended_at)
-                job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
-                self.increment_successful_job_count(pipe)
-            else:
-                job.set_status(JobStatus.STOPPED if slot.stopped else JobStatus.FAILED, pipe)
-                job._handle_failure(failure, pipe, worker_name=self.name,
-                                    execution_id=execution.id if execution else None,
-                                    execution_started_at=execution.created_at if execution
-                                    else None, execution_ended_at=job.ended_at)
-                self.increment_failed_job_count(pipe)
-            pipe.execute()
-
     def _free(self, slot: Slot) -> None:
         if self.running.pop(slot.job_id, None) is slot:
             self.batch_running -= slot.batch
         self._slot_freed.set()
-        if not self.running:
-            with contextlib.suppress(redis.RedisError), self.connection.pipeline() as pipe:
-                self.set_current_job_id(None, pipeline=pipe)
-                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
-                pipe.execute()
 
     # -- leases, heartbeats, commands --------------------------------------------
     def _leased(self) -> list[str]:
@@ -336,25 +256,7 @@ class SpoolWorker(BaseWorker):
             slot.greenlet.kill(LeaseLost(gen_id), block=False)
 
     def _heartbeat_forever(self) -> None:
-        while True:
-            gevent.sleep(RQ_HEARTBEAT_INTERVAL_S)
-            try:
-                self._rq_heartbeat()
-                if self.should_run_maintenance_tasks:
-                    self.clean_registries()
-            except redis.RedisError as exc:
-                log.warning("RQ heartbeat failed: %s", type(exc).__name__)
-
-    def _rq_heartbeat(self) -> None:
-        """Worker, executions and jobs in one pipeline (RQ's own do one job)."""
-        with self.connection.pipeline() as pipe:
-            self.heartbeat(pipeline=pipe)
-            for slot in list(self.running.values()):
-                if slot.execution is not None and slot.job is not None and not slot.gone:
-                    registry = slot.queue.started_job_registry
-                    slot.execution.heartbeat(registry, RQ_HEARTBEAT_TTL_S, pipe)
-                    slot.job.heartbeat(now(), RQ_HEARTBEAT_TTL_S, pipeline=pipe)
-            pipe.execute()
+        rqduties.heartbeat_forever(self, RQ_HEARTBEAT_INTERVAL_S)
 
     def handle_payload(self, message: dict[str, object]) -> None:
         """RQ commands: `stop-job` cancels that generation; the rest as RQ does."""
@@ -386,19 +288,4 @@ class SpoolWorker(BaseWorker):
 
     def _wind_down(self) -> None:
         """Let running generations finish within the grace, then hand back the rest."""
-        deadline = time.monotonic() + self.grace_s
-        while self.running and time.monotonic() < deadline:
-            self._slot_freed.clear()
-            self._slot_freed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-        slots = [s for s in self.running.values() if s.performing and not s.gone]
-        if not slots:
-            return
-        log.warning("grace over: handing back %d generations", len(slots))
-        for slot in slots:
-            slot.gone = True
-            if slot.greenlet is not None:
-                slot.greenlet.kill(HandBack(), block=False)
-        gevent.joinall([s.greenlet for s in slots if s.greenlet], timeout=HANDBACK_JOIN_S)
-        self.ctx.writer.drain(DRAIN_S)
-        outcomes = self.settler.hand_back([s.job_id for s in slots], self.name)
-        log.warning("handed back: %s", dict(Counter(o.action for o in outcomes)))
+        rqduties.wind_down(self, HANDBACK_JOIN_S, DRAIN_S)

@@ -19,7 +19,7 @@ import gevent.event
 import hiredis
 import redis
 
-from spool.connection import is_cluster
+from spool.connection import io_purpose, is_cluster
 from spool.events import DELTA, ERROR, TOOL_CALL
 from spool.log import APPENDED_MISSING, EventLog
 from worker.writeretry import WriteRetry, needs_resend, reason_of, unavailable_event
@@ -131,6 +131,7 @@ class BatchWriter:
         return True
 
     def _run(self) -> None:
+        io_purpose("append")  # counted apart from the job path's round trips
         last_flush = 0.0
         while True:
             self._wake.wait()

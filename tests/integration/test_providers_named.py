@@ -232,3 +232,16 @@ def test_metrics_are_labelled_with_provider_names(napi: Api) -> None:
     while 'provider="claude-eu"' not in napi.get("/metrics").text:
         assert time.monotonic() < deadline, "no metrics labelled claude-eu"
         time.sleep(0.5)
+
+
+def test_ai_sdk_chat_routes_by_name(napi: Api) -> None:
+    content = scenario(whoami=True, key=uuid.uuid4().hex)
+    message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": content}]}
+    body = {"id": f"chat-{uuid.uuid4().hex}", "provider": "claude-eu",
+            "trigger": "submit-message", "messages": [message]}
+    resp = napi.post("/v1/ai-sdk/chat", body)
+    assert resp.status_code == 200, resp.text
+    parts = [orjson.loads(line[len("data: "):]) for line in resp.text.splitlines()
+             if line.startswith("data: {")]
+    text = "".join(p["delta"] for p in parts if p.get("type") == "text-delta")
+    assert text == "fake-c answering for model claude-fake-eu"

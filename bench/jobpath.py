@@ -1,0 +1,204 @@
+"""The job path: from `POST /v1/generations` to the first token, through the public API.
+
+One Spool web + one worker process (as the Procfile starts them, mock
+provider) beside the zero-work floor server. Every figure comes from the
+HTTP API or from outside the processes (wrk, psutil, Redis INFO):
+
+- POST rate vs the same process's `/healthz` rate (wrk, same connections, same run);
+- POST rate with 1,000 and 5,000 active generations of the one tenant;
+- idle POST -> first delta p50 (mock `ttft_ms: 0`), the floor's beside it;
+- worker CPU per short generation, and Redis commands and round trips per
+  generation, web and worker apart: the worker is paused (SIGSTOP) while N
+  generations are posted, so INFO commandstats before/after separates them;
+  round trips come from the processes' own counters
+  (`spool_redis_round_trips_total`, appends counted apart);
+- N clients posting at once and reading to the end: makespan over one
+  generation alone, queue wait p99 (`metrics.queue_ms` of each `done`).
+
+The table has one row per "Done when" line of issue 13, with pass/fail.
+Run: `python -m bench --only jobpath` (`--quick` for smaller loads).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from typing import Any
+
+from bench import systems
+from bench.jobpath_probe import (
+    active_count,
+    counts,
+    cpu_of,
+    run_client,
+    wait_idle,
+    wrk_rate,
+)
+from bench.registry import Context, Row, scenario
+from bench.systems import Deployment
+
+JOBPATH_ENV = {"SPOOL_METRICS_FLUSH_S": "0.5"}
+SHORT = {"messages": [{"role": "user", "content": "hi"}],
+         "mock": {"text": "hello there", "ttft_ms": 0, "tokens_per_second": 0}}
+HELD = {"messages": [{"role": "user", "content": "hold"}],
+        "mock": {"text": "held", "ttft_ms": 600_000}}
+# 100 tokens at 20 tokens/s after the mock's default 300 ms: ~5.3 s alone.
+STREAM = {"messages": [{"role": "user", "content": "stream"}],
+          "mock": {"text": "spool keeps every token in order. " * 12, "tokens_per_second": 20}}
+FLOOR_BODY = {"messages": [{"role": "user", "content": 'SCENARIO:{"text":"hello there",'
+                                                      '"ttft_ms":0,"tps":0}'}]}
+
+
+def _sizes(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"wrk_s": 3, "held": (200, 1000), "samples": 40, "counted": 200,
+                "bursts": (100, 300)}
+    return {"wrk_s": 5, "held": (1000, 5000), "samples": 200, "counted": 500,
+            "bursts": (300, 1000)}
+
+
+def _row(line: str, figure: str, measured: float | None, target: str, ok: bool | None,
+         **extra: Any) -> Row:
+    value = None if measured is None else round(measured, 3)
+    return {"scenario": "jobpath", "system": "spool-mock", "line": line, "figure": figure,
+            "measured": value, "target": target,
+            "pass": "-" if ok is None else ("PASS" if ok else "FAIL"), **extra}
+
+
+def _rates(ctx: Context, size: dict[str, Any]) -> list[Row]:
+    """POST rate vs /healthz, then with 1,000 / 5,000 active generations."""
+    dep = systems.launch_spool(ctx.provider_url, JOBPATH_ENV)
+    try:
+        run_client({"mode": "create", "port": dep.port, "n": 50, "body": SHORT})
+        wait_idle(dep)
+        wrk_rate(dep.port, "/healthz", None, 1, 32)  # warm
+        health = wrk_rate(dep.port, "/healthz", None, size["wrk_s"], 32)["rate"] or 0.0
+        idle = wrk_rate(dep.port, "/v1/generations", SHORT, size["wrk_s"], 32)
+        ctx.log(f"    healthz {health:.0f}/s, POST {idle['rate']}/s ({idle['non_2xx']} non-2xx)")
+        wait_idle(dep)
+        loaded: dict[int, float] = {}
+        for target in size["held"]:
+            more = target - active_count(dep)
+            run_client({"mode": "create", "port": dep.port, "n": more, "body": HELD,
+                        "concurrency": 64})
+            active = active_count(dep)
+            loaded[target] = wrk_rate(dep.port, "/v1/generations", SHORT, size["wrk_s"],
+                                      32)["rate"] or 0.0
+            ctx.log(f"    POST with {active} active: {loaded[target]:.0f}/s")
+    finally:
+        dep.stop()
+    rate = idle["rate"] or 0.0
+    low, high = size["held"]
+    return [
+        _row("1", "POST rate / healthz rate", rate / health if health else None, ">= 0.50",
+             health > 0 and rate / health >= 0.5, post_per_s=rate, healthz_per_s=health),
+        _row("2", f"POST rate @{high} active / idle", loaded[high] / rate if rate else None,
+             ">= 0.85", rate > 0 and loaded[high] / rate >= 0.85,
+             post_per_s=loaded[high], **{f"post_per_s_at_{low}": loaded[low]}),
+    ]
+
+
+def _signal(dep: Deployment, signum: int) -> None:
+    for proc in dep.workers:
+        for p in proc.tree():
+            os.kill(p.pid, signum)
+
+
+def _per_generation(ctx: Context, dep: Deployment, n: int) -> list[Row]:
+    """Commands, round trips and worker CPU per short generation (a burst of n)."""
+    _signal(dep, signal.SIGSTOP)
+    try:
+        before = counts(dep)
+        run_client({"mode": "create", "port": dep.port, "n": n, "body": SHORT})
+        posted = counts(dep)
+        cpu0 = cpu_of(dep, "worker")
+    finally:
+        _signal(dep, signal.SIGCONT)
+    wait_idle(dep)
+    cpu = cpu_of(dep, "worker") - cpu0
+    done = counts(dep)
+    web, worker = posted.minus(before), done.minus(posted)
+    per = {"web_commands": web.commands / n, "worker_commands": worker.commands / n,
+           "web_trips": web.trips("web") / n, "worker_trips": worker.trips("worker") / n,
+           "worker_append_trips": worker.trips("worker", "append") / n,
+           "worker_cpu_ms": cpu / n * 1000}
+    ctx.log("    per generation: " + ", ".join(f"{k}={v:.2f}" for k, v in per.items()))
+    return [
+        _row("3a", "worker CPU ms / short generation", per["worker_cpu_ms"], "<= 0.5",
+             per["worker_cpu_ms"] <= 0.5, n=n),
+        _row("3b", "web round trips / generation", per["web_trips"], "<= 2",
+             per["web_trips"] <= 2, commands=round(per["web_commands"], 1), n=n),
+        _row("3c", "worker round trips / generation", per["worker_trips"], "<= 4",
+             per["worker_trips"] <= 4, commands=round(per["worker_commands"], 1),
+             append_trips=round(per["worker_append_trips"], 2), n=n),
+    ]
+
+
+def _first_delta(ctx: Context, dep: Deployment, samples: int) -> list[Row]:
+    """Idle POST -> first delta, one at a time; the floor's POST -> first delta beside it."""
+    floor = systems.launch_floor(ctx.provider_url)
+    try:
+        run_client({"mode": "first_delta", "port": floor.port, "n": 10, "body": FLOOR_BODY,
+                    "floor": True})
+        floor_s = run_client({"mode": "first_delta", "port": floor.port, "n": samples,
+                              "body": FLOOR_BODY, "floor": True})["samples"]
+    finally:
+        floor.stop()
+    run_client({"mode": "first_delta", "port": dep.port, "n": 10, "body": SHORT})
+    spool_s = run_client({"mode": "first_delta", "port": dep.port, "n": samples,
+                          "body": SHORT})["samples"]
+    p50, floor50 = statistics.median(spool_s) * 1000, statistics.median(floor_s) * 1000
+    ctx.log(f"    POST -> first delta p50 {p50:.2f} ms (floor {floor50:.2f} ms)")
+    return [_row("4", "idle POST -> first delta p50 ms", p50, "<= 3", p50 <= 3,
+                 floor_p50_ms=round(floor50, 2), n=samples)]
+
+
+def _burst(ctx: Context, dep: Deployment, n: int) -> dict[str, Any]:
+    streams = run_client({"mode": "burst", "port": dep.port, "n": n, "body": STREAM,
+                          "timeout_s": 120})["streams"]
+    errors = sum(1 for s in streams if s["error"])
+    makespan = max(s["end"] for s in streams) - min(s["t0"] for s in streams)
+    waits = sorted(s["queue_ms"] for s in streams if s.get("queue_ms") is not None)
+    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else None
+    ctx.log(f"    {n} at once: makespan {makespan:.2f} s, queue p99 {p99} ms, {errors} errors")
+    return {"makespan": makespan, "queue_p99": p99, "errors": errors}
+
+
+def _concurrency(ctx: Context, dep: Deployment, sizes: tuple[int, int]) -> list[Row]:
+    single = _burst(ctx, dep, 1)["makespan"]
+    rows = []
+    for n, limit in zip(sizes, (1.2, 1.5), strict=True):
+        got = _burst(ctx, dep, n)
+        ratio = got["makespan"] / single
+        rows.append(_row("5", f"{n} concurrent clients: makespan / one alone", ratio,
+                         f"<= {limit}", ratio <= limit and not got["errors"], n=n,
+                         errors=got["errors"], queue_ms_p99=got["queue_p99"]))
+        if n == sizes[0]:
+            p99 = got["queue_p99"]
+            rows.append(_row("5", f"{n} concurrent clients: queue wait p99 ms", p99, "<= 100",
+                             p99 is not None and p99 <= 100, n=n))
+    return rows
+
+
+@scenario("jobpath", "all")
+def jobpath(ctx: Context) -> list[Row]:
+    """POST rate, admission under load, per-generation cost, first delta, bursts."""
+    size = _sizes(ctx.quick)
+    started = time.monotonic()
+    rows = _rates(ctx, size)
+    dep = systems.launch_spool(ctx.provider_url, JOBPATH_ENV)
+    try:
+        run_client({"mode": "create", "port": dep.port, "n": 50, "body": SHORT})
+        wait_idle(dep)
+        rows += _per_generation(ctx, dep, size["counted"])
+        rows += _first_delta(ctx, dep, size["samples"])
+        rows += _concurrency(ctx, dep, size["bursts"])
+    finally:
+        dep.stop()
+    for row in rows:
+        ctx.log(f"  [{row['line']:>2}] {row['figure']:<44} {row['measured']!s:>9} "
+                f"{row['target']:>8}  {row['pass']}")
+    ctx.log(f"  jobpath: {time.monotonic() - started:.0f} s")
+    return rows

@@ -1,0 +1,110 @@
+"""Claiming popped jobs: many per round trip.
+
+For every job popped in one tick, one pipeline (one per server when Spool's
+keys, the leases and RQ live apart) carries: the leases (one script call
+for all), the generations' records (what the runners would otherwise load
+one by one), and RQ's start of each job: out of RQ's intermediate list,
+its hash, a new Execution in the StartedJobRegistry, the job marked
+started, the worker busy. The lease is queued first, so a job leaves the
+intermediate list (where the orphan sweep looks) only once it is leased.
+
+A job another process took out of the intermediate list first (the orphan
+sweep) or that no longer exists gets its RQ writes undone and is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.worker import BaseWorker, WorkerStatus
+
+from spool.keys import Keys
+from worker.lease import LeaseKeeper
+from worker.slot import Slot, Stores, run_pipelines, text_hash
+
+log = logging.getLogger("spool.worker")
+
+RQ_HEARTBEAT_TTL_S = 90  # RQ entries outlive a missed heartbeat or two
+
+
+class Claimer:
+    """Leases, loads and starts the jobs of one tick."""
+
+    def __init__(self, stores: Stores, keys: Keys, keeper: LeaseKeeper,
+                 worker: BaseWorker) -> None:
+        self.stores = stores
+        self.keys = keys
+        self.keeper = keeper
+        self.worker = worker
+
+    def claim(self, slots: list[Slot], became_busy: bool) -> None:
+        """Fill in `job`, `execution` and `record` of each slot it could claim."""
+        ids = [slot.job_id for slot in slots]
+        pipes = self.stores.pipelines()
+        self.stores.leases.queue_acquire(pipes["lease"], ids, self.keeper.owner)
+        lease_at = len(pipes["lease"]) - 1
+        records_at = len(pipes["spool"])
+        for gen_id in ids:
+            pipes["spool"].hgetall(self.keys.record(gen_id))
+        starts = [self._queue_start(pipes["rq"], slot) for slot in slots]
+        self.worker.set_current_job_id(ids[-1], pipeline=pipes["rq"])
+        if became_busy:
+            self.worker.set_state(WorkerStatus.BUSY, pipeline=pipes["rq"])
+        sent = time.monotonic()
+        replies = run_pipelines(pipes)
+        self._check_lease(replies[id(pipes["lease"])][lease_at], ids)
+        self.keeper.acquired(ids, sent)
+        records = replies[id(pipes["spool"])][records_at:records_at + len(ids)]
+        rq_replies = replies[id(pipes["rq"])]
+        undo = self.stores.rq.pipeline(transaction=False)
+        for slot, start, record in zip(slots, starts, records, strict=True):
+            slot.leased = True
+            self._settle_start(slot, start, rq_replies, record, undo)
+        if len(undo):
+            undo.execute()
+
+    def _queue_start(self, pipe: Any, slot: Slot) -> tuple[Job, Execution, int]:
+        """RQ's start of one job, queued; returns the stub job, its execution and
+        where its replies begin."""
+        # serializer=None is the worker's (pickle) without resolving it per job.
+        job = Job(slot.job_id, connection=self.stores.rq, serializer=None)
+        job.origin = slot.queue.name
+        at = len(pipe)
+        pipe.lrem(slot.queue.intermediate_queue_key, 1, slot.job_id)
+        pipe.hgetall(job.key)
+        execution = Execution.create(job, RQ_HEARTBEAT_TTL_S, pipeline=pipe,
+                                     worker_name=self.worker.name)
+        job.prepare_for_execution(self.worker.name, pipeline=pipe)
+        return job, execution, at
+
+    def _settle_start(self, slot: Slot, start: tuple[Job, Execution, int], replies: list[Any],
+                      record: Any, undo: Any) -> None:
+        job, execution, at = start
+        removed, raw = replies[at], replies[at + 1]
+        if isinstance(removed, Exception) or isinstance(raw, Exception):
+            raise removed if isinstance(removed, Exception) else raw
+        if removed and raw:
+            started = (job.worker_name, job.started_at, job.last_heartbeat)
+            job.restore(raw)
+            job.worker_name, job.started_at, job.last_heartbeat = started
+            job._status = JobStatus.STARTED
+            slot.job, slot.execution, slot.record = job, execution, text_hash(record)
+            return
+        log.warning("job %s %s; dropping this copy", slot.job_id,
+                    "no longer exists" if not raw else "was requeued as an orphan")
+        execution.delete(job, undo)
+        if not raw:
+            undo.delete(job.key)  # only the fields our start wrote
+
+    def _check_lease(self, reply: Any, ids: list[str]) -> None:
+        """A NOSCRIPT (Redis lost its scripts) is redone directly; other errors raise."""
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            self.stores.leases.load_scripts()
+            self.stores.leases.acquire(ids, self.keeper.owner)
+        elif isinstance(reply, Exception):
+            raise reply

@@ -1,0 +1,142 @@
+"""Finishing jobs: every job that ended in one tick, in one round trip.
+
+A runner that returns hands its slot here; one greenlet sends, for all the
+slots that ended meanwhile, one pipeline (one per server when Spool's keys,
+the leases and RQ live apart): the leases released (one script call), the
+tenants' active places given back (ZREM; the log already has its terminal
+event), and RQ's end of each job (execution deleted, finished or failed
+registry, result, worker counters, the worker idle when it has nothing
+left). Then the slots are freed for the dispatcher.
+
+A slot whose lease was lost or handed back (`gone`) is the settler's: it
+releases neither lease nor place, and RQ only loses its execution.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import redis
+from rq.job import Job, JobStatus
+from rq.utils import now
+from rq.worker import BaseWorker, WorkerStatus
+
+from spool.keys import Keys
+from spool.limits import queue_release
+from worker import batchfeed
+from worker.context import WorkerContext
+from worker.lease import LeaseKeeper
+from worker.slot import Slot, Stores, run_pipelines
+
+log = logging.getLogger("spool.worker")
+
+RETRY_S = 0.5  # after a failed finish round trip
+
+
+class Finisher:
+    """Collects ended slots and finishes them a tick at a time."""
+
+    def __init__(self, ctx: WorkerContext, stores: Stores, keeper: LeaseKeeper,
+                 worker: BaseWorker, running: Callable[[], int],
+                 free: Callable[[Slot], None]) -> None:
+        self.ctx = ctx
+        self.keys: Keys = ctx.keys
+        self.stores = stores
+        self.keeper = keeper
+        self.worker = worker
+        self.running = running
+        self.free = free
+        self._pending: list[tuple[Slot, str | None]] = []
+        self._wake = gevent.event.Event()
+        self._busy = False
+
+    def finish(self, slot: Slot, failure: str | None) -> None:
+        """Queue an ended slot (`failure`: RQ's failure text, None on success)."""
+        self._pending.append((slot, failure))
+        self._wake.set()
+
+    def idle(self) -> bool:
+        """Nothing waiting or in flight."""
+        return not self._pending and not self._busy
+
+    def run(self) -> None:
+        """Finish ended slots forever (spawn as a greenlet)."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                self._busy = True
+                try:
+                    self._finish(batch)
+                finally:
+                    self._busy = False
+
+    def _finish(self, batch: list[tuple[Slot, str | None]]) -> None:
+        try:
+            self._send(batch)
+        except redis.RedisError as exc:
+            # Leases lapse and the settler (finding the logs ended) gives the
+            # places back; RQ's own maintenance expires the executions.
+            log.warning("finishing %d jobs failed (%s)", len(batch), type(exc).__name__)
+            gevent.sleep(RETRY_S)
+        for slot, _ in batch:
+            self.free(slot)
+        for slot, _ in batch:
+            if slot.record and slot.record.get("batch_id") and not slot.gone:
+                batchfeed.after_generation(self.ctx, slot.job_id)
+
+    def _send(self, batch: list[tuple[Slot, str | None]]) -> None:
+        pipes = self.stores.pipelines()
+        mine = [slot for slot, _ in batch if slot.leased and not slot.gone]
+        if mine:
+            ids = [slot.job_id for slot in mine]
+            self.stores.leases.queue_release(pipes["lease"], ids, self.keeper.owner)
+            self.keeper.released(ids)
+            for slot in mine:
+                queue_release(pipes["spool"], self.keys, slot.job_id, slot.record or {})
+        for slot, failure in batch:
+            if slot.job is not None:
+                self._queue_rq_end(pipes["rq"], slot, slot.job, failure)
+        if self.running() == len(batch):  # nothing else runs: the worker is idle
+            self.worker.set_current_job_id(None, pipeline=pipes["rq"])
+            self.worker.set_state(WorkerStatus.IDLE, pipeline=pipes["rq"])
+        replies = run_pipelines(pipes)
+        if mine and any(isinstance(r, redis.exceptions.NoScriptError)
+                        for r in replies[id(pipes["lease"])]):
+            self.stores.leases.load_scripts()
+            self.stores.leases.release_many([slot.job_id for slot in mine],
+                                            self.keeper.owner)
+
+    def _queue_rq_end(self, pipe: Any, slot: Slot, job: Job, failure: str | None) -> None:
+        """RQ's end of one job, as its own worker records it."""
+        execution = slot.execution
+        job.ended_at = now()
+        if slot.stopped and failure is None:
+            failure = "Job stopped by user (rq stop-job): the generation was cancelled."
+        if execution is not None:
+            execution.delete(job, pipe)
+        self.worker.increment_total_working_time(
+            job.ended_at - (job.started_at or job.ended_at), pipe)
+        if slot.gone:
+            return  # the settler requeued or failed the job in RQ
+        ids: dict[str, Any] = {
+            "execution_id": execution.id if execution else None,
+            "execution_started_at": execution.created_at if execution else None,
+            "execution_ended_at": job.ended_at}
+        if failure is None:
+            job._status = JobStatus.FINISHED
+            result_ttl = job.get_result_ttl(self.worker.default_result_ttl)
+            if result_ttl != 0:
+                job._handle_success(result_ttl, pipeline=pipe, worker_name=self.worker.name,
+                                    **ids)
+            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+            self.worker.increment_successful_job_count(pipe)
+        else:
+            job.set_status(JobStatus.STOPPED if slot.stopped else JobStatus.FAILED, pipe)
+            job._handle_failure(failure, pipe, worker_name=self.worker.name, **ids)
+            self.worker.increment_failed_job_count(pipe)
