@@ -103,15 +103,19 @@ class EventLog:
         data: Mapping[str, Any] | str,
         fields: Mapping[str, Any] | None = None,
         writer: tuple[str, int] | None = None,
+        keys: list[str] | None = None,
     ) -> tuple[list[str], list[Any]]:
         """The append script's KEYS and ARGV for one event (for callers that pack
         many appends themselves, like the worker's batched writer).
 
         `writer` = (writer id, increasing number per generation) makes the
         append idempotent: resending it after a lost reply returns the seq it
-        got the first time instead of appending it twice.
+        got the first time instead of appending it twice. `keys`: the
+        generation's `event_keys`, if the caller keeps them.
         """
-        k = self.keys
+        if event == DELTA and not fields and writer is not None and isinstance(data, dict) \
+                and len(data) == 1 and isinstance(data.get("text"), str):
+            return keys or self.event_keys(gen_id), self._delta_arguments(data["text"], writer)
         payload = data if isinstance(data, str) else dumps(data)
         text = ""
         if event == DELTA:
@@ -132,15 +136,20 @@ class EventLog:
             updates["output"] = "1"
         for name, value in updates.items():
             args.extend((name, value if isinstance(value, str) else dumps(value)))
-        keys = [
-            k.record(gen_id),
-            k.log(gen_id),
-            k.text(gen_id),
-            k.tool_calls(gen_id),
-            k.tombstone(gen_id),
-            k.channel(gen_id),
-        ]
-        return keys, args
+        return keys or self.event_keys(gen_id), args
+
+    def event_keys(self, gen_id: str) -> list[str]:
+        """The append script's six KEYS for `gen_id`."""
+        k = self.keys
+        return [k.record(gen_id), k.log(gen_id), k.text(gen_id), k.tool_calls(gen_id),
+                k.tombstone(gen_id), k.channel(gen_id)]
+
+    def _delta_arguments(self, text: str, writer: tuple[str, int]) -> list[Any]:
+        """`arguments` for the commonest event, a plain text delta (once per token)."""
+        retention = self.retention
+        return [DELTA, orjson.dumps({"text": text}).decode(), text, "0", retention.live_s,
+                retention.final_s, retention.tombstone_s, self.publish_command,
+                writer[0], writer[1], "output", "1"]
 
     def append(
         self,

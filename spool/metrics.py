@@ -42,6 +42,7 @@ INTER_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0)
 
 
+GAPS_PER_HANDOFF = 64  # inter-token gaps a generation counts before handing them over
 METRICS_TTL_S = 7 * 86400  # the shared hashes outlive a week without any process
 
 @dataclass(frozen=True)
@@ -139,6 +140,17 @@ class Recorder:
             self._deltas[fields[index]] += 1
             self._deltas[fields[-2]] += value
             self._deltas[fields[-1]] += 1
+
+    def observe_many(self, spec: Spec, counts: list[int], total: float, count: int,
+                     *labels: str) -> None:
+        """Record many observations at once: per-bucket counts, their sum and number."""
+        fields = _histogram_fields(spec.name, labels, len(spec.buckets))
+        with self._lock:
+            for index, number in enumerate(counts):
+                if number:
+                    self._deltas[fields[index]] += number
+            self._deltas[fields[-2]] += total
+            self._deltas[fields[-1]] += count
 
     def take(self) -> dict[str, float]:
         """Everything recorded since the last take."""
@@ -301,6 +313,12 @@ class Observation:
         self.in_flight = in_flight
         self._started = time.monotonic()
         self._last_piece: float | None = None
+        # Inter-token gaps are counted here and handed to the recorder in
+        # bulk (every GAPS_PER_HANDOFF pieces, and at the end): one lock and
+        # three dict updates per token cost more than the token's own work.
+        self._gaps = [0] * (len(INTER_TOKEN.buckets) + 1)
+        self._gaps_sum = 0.0
+        self._gaps_count = 0
         self._ended = False
         self._closed = False
         in_flight.begin(queue)
@@ -312,8 +330,21 @@ class Observation:
         if self._last_piece is None:
             self.recorder.observe(TTFT, now - self._started, self.provider)
         else:
-            self.recorder.observe(INTER_TOKEN, now - self._last_piece, self.provider)
+            gap = now - self._last_piece
+            self._gaps[bisect.bisect_left(INTER_TOKEN.buckets, gap)] += 1
+            self._gaps_sum += gap
+            self._gaps_count += 1
+            if self._gaps_count >= GAPS_PER_HANDOFF:
+                self._hand_off_gaps()
         self._last_piece = now
+
+    def _hand_off_gaps(self) -> None:
+        if self._gaps_count:
+            self.recorder.observe_many(INTER_TOKEN, self._gaps, self._gaps_sum,
+                                       self._gaps_count, self.provider)
+            self._gaps = [0] * len(self._gaps)
+            self._gaps_sum = 0.0
+            self._gaps_count = 0
 
     def retry(self) -> None:
         """The provider layer retried or fell back before the first token."""
@@ -321,6 +352,7 @@ class Observation:
 
     def end(self, outcome: str, finish_reason: str, error_type: str | None = None) -> None:
         """The generation's terminal event was written (counted once)."""
+        self._hand_off_gaps()
         if self._ended:
             return
         self._ended = True
@@ -330,6 +362,7 @@ class Observation:
 
     def close(self) -> None:
         """The runner let go of its slot."""
+        self._hand_off_gaps()
         if not self._closed:
             self._closed = True
             self.in_flight.end(self.queue)

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from spool.model_listing import with_listed_models
 from spool.settings import Settings
 from webapp import api, cors, leases, metrics, openapi, ops
 from webapp.batches import routes as batches
@@ -20,7 +21,8 @@ log = logging.getLogger("spool.web")
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; settings default to the environment."""
-    settings = settings or Settings.from_env()
+    # Providers with `_MODELS=auto` are asked for their models now, never per request.
+    settings = with_listed_models(settings or Settings.from_env())
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

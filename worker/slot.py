@@ -23,6 +23,7 @@ class Slot:
     batch: bool
     job: Job | None = None
     record: dict[str, str] | None = None  # the generation's record as claimed (None: gone)
+    started_ms: int | None = None  # the claim appended `in_progress` at this time
     greenlet: gevent.Greenlet | None = None
     execution: Execution | None = None
     leased: bool = False

@@ -79,7 +79,7 @@ class SpoolWorker(BaseWorker):
         shared = (not is_cluster(ctx.redis)
                   and ctx.settings.rq_redis_url == ctx.settings.redis_url)
         self.stores = Stores(ctx.redis, rq_client, self.leases, shared)
-        self.claimer = Claimer(self.stores, ctx.keys, self.keeper, self)
+        self.claimer = Claimer(self.stores, ctx.log, self.keeper, self)
         self.finisher = Finisher(ctx, self.stores, self.keeper, self,
                                  lambda: len(self.running), self._free)
 
@@ -90,6 +90,7 @@ class SpoolWorker(BaseWorker):
         self.set_state(WorkerStatus.IDLE)
         self._install_signal_handlers()
         self.leases.load_scripts()
+        self.claimer.load_scripts()
         self.ctx.writer.output_guard = self.keeper.guard
         self.ctx.writer.start()
         self.ctx.watcher.start()
@@ -213,7 +214,7 @@ class SpoolWorker(BaseWorker):
         timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
         try:
             with gevent.Timeout(timeout, JobTimeout(timeout)):
-                run_generation(self.ctx, slot.job_id, slot.record)
+                run_generation(self.ctx, slot.job_id, slot.record, slot.started_ms)
             return None
         except (LeaseLost, HandBack):
             slot.gone = True  # whoever took the lease settles the generation and its job

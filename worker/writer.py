@@ -69,6 +69,7 @@ class BatchWriter:
         # append, so an append resent after a lost reply is never applied twice.
         self._writer_ids: dict[str, str] = {}
         self._numbers: dict[str, int] = {}
+        self._keys: dict[str, list[str]] = {}  # each generation's append KEYS, built once
 
     def start(self) -> None:
         """Start the flusher greenlet (idempotent)."""
@@ -108,6 +109,7 @@ class BatchWriter:
         self._with_output.discard(gen_id)
         self._writer_ids.pop(gen_id, None)
         self._numbers.pop(gen_id, None)
+        self._keys.pop(gen_id, None)
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until everything queued so far is written; False on timeout."""
@@ -176,8 +178,11 @@ class BatchWriter:
         if writer_id is None:
             writer_id = self._writer_ids[item.gen_id] = secrets.token_hex(8)
         number = self._numbers[item.gen_id] = self._numbers.get(item.gen_id, 0) + 1
+        keys = self._keys.get(item.gen_id)
+        if keys is None:
+            keys = self._keys[item.gen_id] = self.log.event_keys(item.gen_id)
         return self.log.arguments(item.gen_id, item.event, item.data, item.fields,
-                                  writer=(writer_id, number))
+                                  writer=(writer_id, number), keys=keys)
 
     def _pack_many(self, group: list[tuple[list[str], list[Any]]]) -> bytes:
         """One EVALSHA of the batched append script for `group`'s events."""

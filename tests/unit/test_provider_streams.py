@@ -206,3 +206,27 @@ def test_a_finished_stream_leaves_its_connection_for_the_next(fake: FakeProvider
     [two] = matching(fake.requests(), second)
     assert one["conn"] == two["conn"]  # read to the end, so the pool kept the connection
     assert not one["client_disconnected"]
+
+
+def test_the_body_is_read_below_httpx_with_the_same_text(fake: FakeProvider, vendor: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean body read (worker.providers._sse.raw_body) serves these real SDK
+    responses, and gives what httpx's own iter_bytes path gives."""
+    from worker.providers import _sse
+
+    served: list[bool] = []
+    real = _sse.raw_body
+
+    def watched(response: Any) -> Any:
+        chunks = real(response)
+        served.append(chunks is not None)
+        return chunks
+
+    spec = {"text": TEXT, "chunk_chars": 2}
+    monkeypatch.setattr(_sse, "raw_body", watched)
+    lean = collect(open_stream(fake, vendor, spec))
+    monkeypatch.setattr(_sse, "raw_body", lambda response: None)  # httpx's path
+    plain = collect(open_stream(fake, vendor, spec))
+    assert served == [True]
+    assert text_of(lean) == text_of(plain) == TEXT
+    assert [type(p) for p in lean] == [type(p) for p in plain]

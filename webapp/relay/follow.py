@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent.queue
 
@@ -79,13 +80,18 @@ def _until_terminal(entries: list[LogEntry]) -> tuple[list[LogEntry], bool]:
     return entries, False
 
 
-def follow_batches(svc: Services, gen_id: str, after: int) -> Iterator[Run | Quiet]:
+def follow_batches(svc: Services, gen_id: str, after: int,
+                   direct: Any = None) -> Iterator[Run | Quiet]:
     """Every event with seq > `after`, in order, in runs; the last run ends with the terminal.
 
     Backlog (and catch-up) runs hold LogEntry, live runs the hub's Live (its
     frame encoded once for all readers). Raises HubUnavailable on the first
     `next()` if the hub cannot subscribe, and lets redis.RedisError through:
     the caller decides how a cut stream ends.
+
+    `direct`: the client's (gevent) socket of a chunked HTTP/1.1 SSE
+    response. While caught up, the hub writes live events to it itself (see
+    `webapp.relay.subscription`); those events are not yielded here.
     """
     sub = svc.hub.subscribe(svc.keys.channel(gen_id))
     ping_s = svc.settings.ping_interval_s
@@ -111,9 +117,20 @@ def follow_batches(svc: Services, gen_id: str, after: int) -> Iterator[Run | Qui
             quiet_since = time.monotonic()
             while not sub.overflowed:
                 wait = ping_s - (time.monotonic() - quiet_since)
+                handed = direct is not None and not sub.queue.qsize()
+                if handed:
+                    sub.start_direct(direct._sock, last)  # the raw, non-blocking socket
                 try:
-                    first = sub.queue.get(timeout=max(wait, 0.0))
+                    first: Item | None = sub.queue.get(timeout=max(wait, 0.0))
                 except gevent.queue.Empty:
+                    first = None
+                if handed:
+                    last, pending = sub.stop_direct()
+                    if sub.broken:
+                        return
+                    if pending:
+                        direct.sendall(pending)  # the rest of a chunk the hub began
+                if first is None:
                     yield QUIET
                     # Also a safety net: re-read in case a message was lost.
                     break

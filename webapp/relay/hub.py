@@ -21,12 +21,18 @@ import gevent.lock
 import gevent.queue
 import redis
 
-from spool.events import LogEntry, decode_entry
-from webapp.sse import entry_frame
+from webapp.relay.subscription import (  # noqa: F401 (re-exported: the hub's vocabulary)
+    GAP,
+    READER_QUEUE_SIZE,
+    Gap,
+    Item,
+    Live,
+    Subscription,
+    live,
+)
 
 log = logging.getLogger("spool.hub")
 
-READER_QUEUE_SIZE = 512  # frames buffered per reader before it must re-read the log
 SUBSCRIBE_TIMEOUT_S = 5.0
 LINGER_S = 5.0  # keep a channel subscribed this long after its last reader leaves
 RECONNECT_MAX_S = 2.0
@@ -52,74 +58,6 @@ SHARDED = PubSubVerbs("SSUBSCRIBE", "SUNSUBSCRIBE", b"smessage", b"ssubscribe")
 
 class HubUnavailable(Exception):
     """The hub could not confirm a subscription (Redis unreachable)."""
-
-
-class Gap:
-    """Queue marker: messages may have been missed; re-read the log."""
-
-
-GAP = Gap()
-
-
-@dataclass(frozen=True, slots=True)
-class Live:
-    """A live message, decoded once for all readers."""
-
-    seq: int
-    frame: bytes
-    terminal: bool
-    raw: bytes  # the published log entry, for readers that re-encode it (the facade)
-
-    def entry(self) -> LogEntry:
-        """The message as a log entry."""
-        return decode_entry(self.raw.decode())
-
-
-_TERMINAL = frozenset({b"done", b"error", b"cancelled"})
-
-# What a reader's queue holds: one live event, the events of one published
-# message (a worker tick's entries of one generation), or a gap marker.
-Item = Live | tuple[Live, ...] | Gap
-
-
-def _live(raw: bytes) -> Live:
-    seq, name, data = raw.split(b" ", 2)
-    return Live(int(seq), entry_frame(seq, name, data), name in _TERMINAL, raw)
-
-
-class Subscription:
-    """One reader's view of one channel."""
-
-    __slots__ = ("channel", "overflowed", "queue")
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-        # Unbounded as a gevent queue; `offer` bounds it (and never blocks).
-        self.queue: gevent.queue.Queue[Item] = gevent.queue.Queue()
-        self.overflowed = False
-
-    def offer(self, item: Item) -> None:
-        """Hand over an item without ever blocking the hub.
-
-        A full queue switches the reader to catching up from the log, once:
-        what it holds is dropped at once (memory is returned while the reader
-        stalls) and nothing more is offered until the reader resets, so a
-        thousand stalled readers cost the hub one flag test each per message.
-        """
-        if self.overflowed:
-            return
-        queue = self.queue
-        if queue.qsize() >= READER_QUEUE_SIZE:
-            self.overflowed = True
-            queue.queue.clear()
-            queue.put_nowait(GAP)  # wakes a waiting reader; it re-reads the log
-            return
-        queue.put_nowait(item)
-
-    def reset(self) -> None:
-        """Drop buffered items; the reader is about to re-read the log."""
-        self.queue.queue.clear()
-        self.overflowed = False
 
 
 @dataclass
@@ -245,8 +183,8 @@ class Hub:
         if state is None or not state.subs:
             return
         # Several entries are published together as lines (spool.appendscript).
-        item: Item = (tuple(_live(line) for line in raw.split(b"\n")) if b"\n" in raw
-                      else _live(raw))
+        item: Item = (tuple(live(line) for line in raw.split(b"\n")) if b"\n" in raw
+                      else live(raw))
         for sub in state.subs:
             sub.offer(item)
 

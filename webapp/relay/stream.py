@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis
@@ -35,6 +36,9 @@ log = logging.getLogger("spool.stream")
 bp = Blueprint("stream", __name__)
 PRESENCE_EXTENSION = "spool.presence"
 
+# The hub writes a caught-up reader's live events to its socket itself
+# (webapp/relay/subscription.py); False sends every event through WSGI.
+DIRECT_WRITES = True
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -128,12 +132,32 @@ def _start_presence() -> None:
     presence(services()).start()
 
 
+def direct_socket() -> Any:
+    """The client's socket if the hub may write this response's live events to it.
+
+    Only a plain-TCP gunicorn connection speaking HTTP/1.1 to a GET, whose
+    body gunicorn frames as chunks (the hub writes the same framing). Under
+    any other server, TLS terminated by gunicorn, or HTTP/1.0, None: every
+    event then goes through the WSGI response as usual.
+    """
+    environ = request.environ
+    sock = environ.get("gunicorn.socket")
+    if (not DIRECT_WRITES or sock is None or environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
+            or request.method != "GET" or hasattr(sock, "cipher")
+            or not hasattr(sock, "_sock")):
+        return None
+    return sock
+
+
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
-          watch: Presence | None = None, abandon_s: int | None = None) -> Iterator[bytes]:
+          watch: Presence | None = None, abandon_s: int | None = None,
+          direct: Any = None) -> Iterator[bytes]:
     """Yield SSE bytes from event `after` on until the terminal event.
 
     Each run of consecutive events (a backlog page, or all live events
     already queued) goes out as one write: one syscall, not one per token.
+    With `direct` (see `direct_socket`), live events of a caught-up reader
+    are written by the hub, one send per reader per published message.
     """
     yield sse.retry(svc.settings.sse_retry_ms)
     if opening is not None:
@@ -143,7 +167,7 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
-        for batch in follow_batches(svc, gen_id, after):
+        for batch in follow_batches(svc, gen_id, after, direct):
             if isinstance(batch, Quiet):
                 yield sse.PING
             else:
@@ -209,4 +233,5 @@ def open_stream(svc: Services, gen_id: str) -> Response:
         raise ApiError(400, "resume point is past the end of the log", param="Last-Event-ID")
     RECORDER.inc(STREAMS)
     return _event_stream(relay(svc, gen_id, after, opening, presence(svc),
-                               int(record.get("abandon_after_s") or 0) or None))
+                               int(record.get("abandon_after_s") or 0) or None,
+                               direct_socket()))

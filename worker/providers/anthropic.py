@@ -1,4 +1,4 @@
-"""Anthropic Messages through the `anthropic` SDK (2.x).
+"""The `anthropic` kind: Messages through the `anthropic` SDK (2.x), for Anthropic or a proxy.
 
 Requests are translated from the API's OpenAI-style shape: `system` goes to
 the top level, tools get `input_schema`, assistant `tool_calls` become

@@ -1,9 +1,10 @@
-"""OpenAI Chat Completions (and any OpenAI-compatible server) through the `openai` SDK.
+"""The `openai` kind: Chat Completions through the `openai` SDK.
 
+Every provider of this kind uses it: OpenAI itself and any OpenAI-compatible
+server (vLLM, Ollama, llama.cpp, Gemini, a proxy) at its configured base URL.
 The SDK sends the request (auth, base URL, timeouts, status errors); the
-streamed body is read raw and parsed with orjson (see `_sse`). With
-`OPENAI_BASE_URL` set, the same adapter talks to vLLM, Ollama, llama.cpp or
-a proxy.
+streamed body is read raw and parsed with orjson (see `_sse`); opening and
+error mapping are shared with the other kind (`_sdk`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,146 @@
+"""One reader's side of the hub: its queue, and the direct write that bypasses it.
+
+A caught-up SSE reader hands the hub its socket ("direct mode"): the hub then
+writes each live event to it with one non-blocking `send` of bytes encoded
+once for every reader (SSE frame and HTTP chunk framing), so a token costs a
+reader one syscall, not a greenlet switch, a queue, a generator and
+gunicorn's writer. Anything the hub cannot write at once (a full socket, a
+gap in seq, the terminal event, a broken connection) ends direct mode: the
+item goes to the reader's queue and the reader's own greenlet takes over, as
+for every reader that is not caught up.
+
+Bounded either way: a full queue switches the reader to catching up from the
+log, once; what it held is dropped and nothing more is offered until the
+reader resets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gevent.queue
+
+from spool.events import LogEntry, decode_entry
+from webapp.sse import entry_frame
+
+READER_QUEUE_SIZE = 512  # items buffered per reader before it must re-read the log
+
+
+class Gap:
+    """Queue marker: messages may have been missed (or the hub gave up a direct
+    write); re-read the log."""
+
+
+GAP = Gap()
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """A live message, decoded once for all readers."""
+
+    seq: int
+    frame: bytes
+    terminal: bool
+    raw: bytes  # the published log entry, for readers that re-encode it (the facade)
+    chunk: bytes  # `frame` as one HTTP/1.1 chunk, for direct writes
+
+    def entry(self) -> LogEntry:
+        """The message as a log entry."""
+        return decode_entry(self.raw.decode())
+
+
+_TERMINAL = frozenset({b"done", b"error", b"cancelled"})
+
+# What a reader's queue holds: one live event, the events of one published
+# message (a worker tick's entries of one generation), or a gap marker.
+Item = Live | tuple[Live, ...] | Gap
+
+
+def live(raw: bytes) -> Live:
+    """Decode one published log entry (`"<seq> <event> <json>"`)."""
+    seq, name, data = raw.split(b" ", 2)
+    frame = entry_frame(seq, name, data)
+    return Live(int(seq), frame, name in _TERMINAL, raw, b"%X\r\n%b\r\n" % (len(frame), frame))
+
+
+class Subscription:
+    """One reader's view of one channel."""
+
+    __slots__ = ("broken", "channel", "direct", "last", "overflowed", "pending", "queue")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        # Unbounded as a gevent queue; `offer` bounds it (and never blocks).
+        self.queue: gevent.queue.Queue[Item] = gevent.queue.Queue()
+        self.overflowed = False
+        self.direct: Any = None  # the raw socket while the hub writes for the reader
+        self.last = 0  # the last seq written directly
+        self.pending = b""  # the unsent rest of a partial direct write
+        self.broken = False  # a direct write failed: the client is gone
+
+    def offer(self, item: Item) -> None:
+        """Hand over an item without ever blocking the hub."""
+        if self.overflowed:
+            return
+        if self.direct is not None and not isinstance(item, Gap) and self._write(item):
+            return
+        queue = self.queue
+        if queue.qsize() >= READER_QUEUE_SIZE:
+            self.overflowed = True
+            queue.queue.clear()
+            queue.put_nowait(GAP)  # wakes a waiting reader; it re-reads the log
+            return
+        queue.put_nowait(item)
+
+    def _write(self, item: Live | tuple[Live, ...]) -> bool:
+        """Write `item` straight to the reader's socket; False to queue it instead."""
+        last = self.last
+        chunks = []
+        for event in (item,) if isinstance(item, Live) else item:
+            if event.seq <= last:
+                continue
+            if event.seq != last + 1 or event.terminal:
+                self.direct = None  # the reader's greenlet sorts out gaps and the end
+                return False
+            chunks.append(event.chunk)
+            last = event.seq
+        if not chunks:
+            return True
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            sent = self.direct.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.direct = None
+            self.broken = True
+            self.queue.put_nowait(GAP)  # wake the reader so it ends
+            return True
+        if sent == len(data):
+            self.last = last
+            return True
+        self.direct = None
+        if sent == 0:
+            return False  # nothing went out: the reader's greenlet writes it
+        # Part of a chunk is on the wire: the reader must send the rest first.
+        self.pending = data[sent:]
+        self.last = last
+        self.queue.put_nowait(GAP)
+        return True
+
+    def start_direct(self, sock: Any, last: int) -> None:
+        """Let the hub write live events after `last` to `sock` (raw, non-blocking)."""
+        self.last = last
+        self.direct = sock
+
+    def stop_direct(self) -> tuple[int, bytes]:
+        """Take writing back: the last seq written and the bytes still to send."""
+        self.direct = None
+        pending, self.pending = self.pending, b""
+        return self.last, pending
+
+    def reset(self) -> None:
+        """Drop buffered items; the reader is about to re-read the log."""
+        self.queue.queue.clear()
+        self.overflowed = False
