@@ -237,6 +237,15 @@ def test_other_tenant_and_unknown_ids_are_404(client: openai.OpenAI, stack: Stac
     wait_until(lambda: client.responses.retrieve(created.id).status == "completed", timeout=10)
     with pytest.raises(openai.ConflictError):
         client.responses.cancel(created.id)
+    # Another tenant's items cannot be referenced; unknown ones neither.
+    mine = client.responses.retrieve(created.id).output[0].id
+    for key, ref in ((OTHER_KEY, mine), (KEY, mine[:-1] + "7"), (KEY, "msg_nope")):
+        reader = openai.OpenAI(base_url=stack.url("/v1"), api_key=key, max_retries=0)
+        with pytest.raises(openai.BadRequestError) as refused:
+            reader.responses.create(model="mock/mock-1", input=[
+                {"type": "item_reference", "id": ref}])
+        assert isinstance(refused.value.body, dict)
+        assert refused.value.body["param"] == "input[0].id"
 
 
 def test_non_streamed_timeout_is_a_504_and_keeps_running(client: openai.OpenAI,
@@ -263,3 +272,21 @@ def test_disconnected_stream_keeps_running(client: openai.OpenAI) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert client.responses.retrieve(resp_id).output_text == LONG
+
+
+def test_the_sdk_stream_helper_accumulates_and_resumes(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="mock/mock-1", input="x", tools=[WEATHER],
+                                 extra_body=mock(text=TEXT, tool_calls=[
+                                     {"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+                                 ) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert deltas == TEXT and final.output_text == TEXT
+    assert final.output[1].type == "function_call"
+    assert orjson.loads(final.output[1].arguments) == {"city": "Oslo"}
+    # The helper's resume form: the same response from a sequence number on.
+    with client.responses.stream(response_id=final.id, starting_after=5) as resumed:
+        events = list(resumed)
+        again = resumed.get_final_response()
+    assert events[0].sequence_number == 6
+    assert again.output_text == TEXT
