@@ -61,8 +61,12 @@ def launch_generation(
     request: GenerationRequest,
     *,
     batch_id: str | None = None,
+    record_extra: dict[str, str] | None = None,
 ) -> Launched:
     """Create and enqueue a generation.
+
+    `record_extra`: more fields for its record (a facade's own view of the
+    request, e.g. what `GET /v1/responses/{id}` echoes), written with it.
 
     Two round trips: the admission script (rate, idempotency, the tenant's
     active place, record and event 1; see `spool.admission`), then the RQ
@@ -84,6 +88,8 @@ def launch_generation(
     record = svc.generations.new_record(tenant, request, provider=provider, model=model,
                                         abandon_after_s=abandon, batch_id=batch_id,
                                         holds_place=takes_place)
+    if record_extra:
+        record.update(record_extra)
     gen_id = new_generation_id()
     ticket = Ticket(gen_id, tenant, record,
                     rate=take_deferred(svc.settings) if limited else None,

@@ -120,8 +120,13 @@ class SpoolWorker(BaseWorker):
                 continue
             try:
                 found = self._dequeue(free, block=not burst)
-            except redis.ConnectionError as exc:
-                log.warning("dequeue failed (%s); retrying", type(exc).__name__)
+            except redis.RedisError as exc:
+                # Any Redis reply, not only a lost connection: an LMOVE into a
+                # full (OOM), read-only (failover) or MISCONF Redis fails too,
+                # and a worker must never die of it; it takes work again as
+                # soon as Redis accepts writes.
+                log.warning("dequeue failed (%s: %s); retrying", type(exc).__name__,
+                            str(exc)[:80])
                 gevent.sleep(REDIS_RETRY_S)
                 continue
             if found:
