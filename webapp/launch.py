@@ -68,9 +68,10 @@ def launch_generation(
     `record_extra`: more fields for its record (a facade's own view of the
     request, e.g. what `GET /v1/responses/{id}` echoes), written with it.
 
-    Two round trips: the admission script (rate, idempotency, the tenant's
-    active place, record and event 1; see `spool.admission`), then the RQ
-    enqueue as one pipeline. Outside batches (whose rows queue behind
+    One round trip, shared with concurrent requests: the admission script
+    (rate, idempotency, the tenant's active place, record, event 1 and, with
+    RQ on Spool's Redis, RQ's enqueue; see `spool.admission`). With RQ
+    elsewhere the enqueue is a second round trip, one pipeline there. Outside batches (whose rows queue behind
     interactive work by design) a new generation takes one of the tenant's
     SPOOL_MAX_ACTIVE places, or 429.
     """
