@@ -71,9 +71,9 @@ def launch_generation(
     One round trip, shared with concurrent requests: the admission script
     (rate, idempotency, the tenant's active place, record, event 1 and, with
     RQ on Spool's Redis, RQ's enqueue; see `spool.admission`). With RQ
-    elsewhere the enqueue is a second round trip, one pipeline there. Outside batches (whose rows queue behind
-    interactive work by design) a new generation takes one of the tenant's
-    SPOOL_MAX_ACTIVE places, or 429.
+    elsewhere the enqueue is a second round trip, one pipeline there.
+    Outside batches (whose rows queue behind interactive work by design) a
+    new generation takes one of the tenant's SPOOL_MAX_ACTIVE places, or 429.
     """
     try:
         provider, model = resolve_provider(svc, request)
