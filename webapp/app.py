@@ -11,7 +11,7 @@ from spool.settings import Settings
 from webapp import api, cors, leases, metrics, openapi, ops
 from webapp.batches import routes as batches
 from webapp.errors import register_error_handlers
-from webapp.facades import ai_sdk
+from webapp.facades import ai_sdk, responses
 from webapp.facades import chat as facade
 from webapp.relay import stream
 from webapp.services import Services
@@ -30,8 +30,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     cors.install(app, settings)
     leases.init_app(app)
-    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, ai_sdk.bp, openapi.bp,
-                      batches.bp):
+    for blueprint in (api.bp, stream.bp, ops.bp, facade.bp, ai_sdk.bp, responses.bp,
+                      openapi.bp, batches.bp):
         app.register_blueprint(blueprint)
     metrics.init_app(app)
     if not settings.auth_enabled:

@@ -30,7 +30,7 @@ from spool.events import STATUS
 from spool.log import EventLog
 from spool.start import START_LUA, start_command
 from worker.lease import LeaseKeeper
-from worker.slot import Slot, Stores, run_pipelines, text_hash
+from worker.slot import Slot, Stores, as_hash, run_pipelines, text_hash
 
 log = logging.getLogger("spool.worker")
 
@@ -105,7 +105,7 @@ class Claimer:
     def _settle_start(self, slot: Slot, start: tuple[Job, Execution, int], replies: list[Any],
                       record: Any, undo: Any) -> None:
         job, execution, at = start
-        removed, raw = replies[at], replies[at + 1]
+        removed, raw = replies[at], as_hash(replies[at + 1])
         if isinstance(removed, Exception) or isinstance(raw, Exception):
             raise removed if isinstance(removed, Exception) else raw
         if removed and raw:
@@ -130,7 +130,7 @@ class Claimer:
         if isinstance(reply, Exception):
             raise reply
         flat, seq = reply
-        return dict(zip(flat[::2], flat[1::2], strict=True)), int(seq)
+        return as_hash(flat), int(seq)
 
     def _check_lease(self, reply: Any, ids: list[str]) -> None:
         """A NOSCRIPT (Redis lost its scripts) is redone directly; other errors raise."""
