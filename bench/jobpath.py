@@ -53,9 +53,9 @@ FLOOR_BODY = {"messages": [{"role": "user", "content": 'SCENARIO:{"text":"hello 
 
 def _sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"wrk_s": 3, "held": (200, 1000), "samples": 40, "counted": 200,
-                "bursts": (100, 300)}
-    return {"wrk_s": 5, "held": (1000, 5000), "samples": 200, "counted": 500,
+        return {"wrk_s": 2, "rounds": 1, "held": (200, 1000), "samples": 40,
+                "counted": 200, "bursts": (100, 300)}
+    return {"wrk_s": 2, "rounds": 3, "held": (1000, 5000), "samples": 200, "counted": 500,
             "bursts": (300, 1000)}
 
 
@@ -67,36 +67,54 @@ def _row(line: str, figure: str, measured: float | None, target: str, ok: bool |
             "pass": "-" if ok is None else ("PASS" if ok else "FAIL"), **extra}
 
 
+def _paired(dep: Deployment, seconds: float, rounds: int) -> tuple[float, float]:
+    """(POST rate, /healthz rate): alternating wrk runs, the median of each.
+
+    Alternating keeps both figures in the same stretch of a noisy machine.
+    """
+    posts, healths = [], []
+    for _ in range(rounds):
+        healths.append(wrk_rate(dep.port, "/healthz", None, seconds, 32)["rate"] or 0.0)
+        posts.append(wrk_rate(dep.port, "/v1/generations", SHORT, seconds, 32)["rate"] or 0.0)
+    return statistics.median(posts), statistics.median(healths)
+
+
 def _rates(ctx: Context, size: dict[str, Any]) -> list[Row]:
-    """POST rate vs /healthz, then with 1,000 / 5,000 active generations."""
+    """POST rate vs /healthz, then with 1,000 / 5,000 active generations.
+
+    Line 2 compares POST rates normalised by the same stretch's /healthz
+    rate, so a machine that slowed down meanwhile does not pass or fail it.
+    """
     dep = systems.launch_spool(ctx.provider_url, JOBPATH_ENV)
+    seconds, rounds = size["wrk_s"], size["rounds"]
     try:
         run_client({"mode": "create", "port": dep.port, "n": 50, "body": SHORT})
         wait_idle(dep)
         wrk_rate(dep.port, "/healthz", None, 1, 32)  # warm
-        health = wrk_rate(dep.port, "/healthz", None, size["wrk_s"], 32)["rate"] or 0.0
-        idle = wrk_rate(dep.port, "/v1/generations", SHORT, size["wrk_s"], 32)
-        ctx.log(f"    healthz {health:.0f}/s, POST {idle['rate']}/s ({idle['non_2xx']} non-2xx)")
+        rate, health = _paired(dep, seconds, rounds)
+        ctx.log(f"    idle: POST {rate:.0f}/s, healthz {health:.0f}/s")
         wait_idle(dep)
-        loaded: dict[int, float] = {}
+        loaded: dict[int, tuple[float, float]] = {}
         for target in size["held"]:
             more = target - active_count(dep)
             run_client({"mode": "create", "port": dep.port, "n": more, "body": HELD,
                         "concurrency": 64})
             active = active_count(dep)
-            loaded[target] = wrk_rate(dep.port, "/v1/generations", SHORT, size["wrk_s"],
-                                      32)["rate"] or 0.0
-            ctx.log(f"    POST with {active} active: {loaded[target]:.0f}/s")
+            loaded[target] = _paired(dep, seconds, rounds)
+            ctx.log(f"    {active} active: POST {loaded[target][0]:.0f}/s, "
+                    f"healthz {loaded[target][1]:.0f}/s")
     finally:
         dep.stop()
-    rate = idle["rate"] or 0.0
     low, high = size["held"]
+    idle_share = rate / health if health else 0.0
+    high_share = loaded[high][0] / loaded[high][1] if loaded[high][1] else 0.0
+    kept = high_share / idle_share if idle_share else None
     return [
-        _row("1", "POST rate / healthz rate", rate / health if health else None, ">= 0.50",
-             health > 0 and rate / health >= 0.5, post_per_s=rate, healthz_per_s=health),
-        _row("2", f"POST rate @{high} active / idle", loaded[high] / rate if rate else None,
-             ">= 0.85", rate > 0 and loaded[high] / rate >= 0.85,
-             post_per_s=loaded[high], **{f"post_per_s_at_{low}": loaded[low]}),
+        _row("1", "POST rate / healthz rate", idle_share, ">= 0.50", idle_share >= 0.5,
+             post_per_s=rate, healthz_per_s=health),
+        _row("2", f"POST rate @{high} active / idle (per healthz)", kept, ">= 0.85",
+             kept is not None and kept >= 0.85, post_per_s=loaded[high][0],
+             healthz_per_s=loaded[high][1], **{f"post_per_s_at_{low}": loaded[low][0]}),
     ]
 
 
@@ -147,12 +165,22 @@ def _first_delta(ctx: Context, dep: Deployment, samples: int) -> list[Row]:
     finally:
         floor.stop()
     run_client({"mode": "first_delta", "port": dep.port, "n": 10, "body": SHORT})
+    wait_idle(dep)
+    before = counts(dep)
     spool_s = run_client({"mode": "first_delta", "port": dep.port, "n": samples,
                           "body": SHORT})["samples"]
+    wait_idle(dep)
+    alone = counts(dep).minus(before)
     p50, floor50 = statistics.median(spool_s) * 1000, statistics.median(floor_s) * 1000
-    ctx.log(f"    POST -> first delta p50 {p50:.2f} ms (floor {floor50:.2f} ms)")
+    web, worker = alone.trips("web") / samples, alone.trips("worker") / samples
+    ctx.log(f"    POST -> first delta p50 {p50:.2f} ms (floor {floor50:.2f} ms); one at a "
+            f"time: web {web:.2f}, worker {worker:.2f} round trips per generation")
     return [_row("4", "idle POST -> first delta p50 ms", p50, "<= 3", p50 <= 3,
-                 floor_p50_ms=round(floor50, 2), n=samples)]
+                 floor_p50_ms=round(floor50, 2), n=samples),
+            _row("3b", "web round trips / generation, one at a time", web, "<= 2", web <= 2,
+                 n=samples),
+            _row("3c", "worker round trips / generation, one at a time", worker, "<= 4",
+                 worker <= 4, n=samples)]
 
 
 def _burst(ctx: Context, dep: Deployment, n: int) -> dict[str, Any]:

@@ -3,14 +3,17 @@
 Each generation is 100 tokens at 20 tokens/s (the mock's default 300 ms
 first-token delay), so one alone takes ~5.3 s. Real processes: a private
 redis-server, one gunicorn web process, one `python -m worker --slots N`.
-"Started together": the N records are written first with the core's own
-`Generations.create`, then all N jobs go onto the queue in one pipeline at
-t0 (so the web's request rate, measured elsewhere, does not blur the
-worker's numbers). Reported per N:
+The headline is what users do: N HTTP clients each `POST /v1/generations`
+at once and read their stream to the end (`bench/jobpath_client.py`):
+makespan (first POST sent to last stream ended) over one generation alone
+through the same path, and queue wait p99 (`metrics.queue_ms` of each
+`done`). The direct mode stays as extra columns (`direct_*`): the N records
+are written with the core's own `Generations.create`, then all N jobs go
+onto the queue in one pipeline at t0, bypassing the web. Reported per N:
 
-- makespan / single: t0 to the last `finished` over one generation's own
-  time (enqueued to finished, run alone first, same path);
-- queue-wait percentiles (t0 to each generation's `started`);
+- ratio (HTTP), and direct_ratio: t0 to the last `finished` over one
+  generation's own time (enqueued to finished, run alone first, same path);
+- queue-wait percentiles (direct: t0 to each generation's `started`);
 - worker CPU seconds per 1,000 tokens (psutil, user + system);
 - worker RSS per in-flight generation (peak RSS while all run, minus idle);
 - exact: how many answers matched their text exactly.
@@ -166,14 +169,16 @@ def measure(server: RedisServer, n: int) -> dict[str, Any]:
         exact = sum(text == answer(i) for i, text in enumerate(texts, start=1))
         waits = [float(rec["started_ms"]) - t0 * 1000 for rec in recs]
         client.close()
+        http = measure_http(stack.webs[0].port, n)
         return {
             "N": n,
-            "single_s": round(single_s, 2),
-            "makespan_s": round(makespan, 2),
-            "ratio": round(makespan / single_s, 2),
-            "queue_p50_ms": round(statistics.median(waits)),
-            "queue_p90_ms": round(percentile(waits, 0.90)),
-            "queue_p99_ms": round(percentile(waits, 0.99)),
+            **http,
+            "direct_single_s": round(single_s, 2),
+            "direct_makespan_s": round(makespan, 2),
+            "direct_ratio": round(makespan / single_s, 2),
+            "direct_queue_p50_ms": round(statistics.median(waits)),
+            "direct_queue_p90_ms": round(percentile(waits, 0.90)),
+            "direct_queue_p99_ms": round(percentile(waits, 0.99)),
             "cpu_s_per_1k_tokens": round(cpu_s / (n * TOKENS / 1000), 3),
             "rss_kb_per_gen": round((sampler.peak - rss_idle) / 1024 / n, 1),
             "exact": f"{exact}/{n}",
@@ -181,6 +186,28 @@ def measure(server: RedisServer, n: int) -> dict[str, Any]:
         }
     finally:
         stack.close()
+
+
+def measure_http(port: int, n: int) -> dict[str, Any]:
+    """N clients posting at once through the public API, and one alone first."""
+    from bench.jobpath_probe import run_client
+
+    body = {"messages": [{"role": "user", "content": "bench"}],
+            "mock": {"text": answer(0), "tokens_per_second": TOKENS_PER_SECOND}}
+
+    def burst(count: int) -> dict[str, Any]:
+        streams = run_client({"mode": "burst", "port": port, "n": count, "body": body,
+                              "timeout_s": 300})["streams"]
+        waits = [s["queue_ms"] for s in streams if s.get("queue_ms") is not None]
+        return {"makespan": max(s["end"] for s in streams) - min(s["t0"] for s in streams),
+                "p99": percentile(waits, 0.99) if waits else None,
+                "errors": sum(1 for s in streams if s["error"])}
+
+    single, together = burst(1), burst(n)
+    return {"ratio": round(together["makespan"] / single["makespan"], 2),
+            "single_s": round(single["makespan"], 2),
+            "makespan_s": round(together["makespan"], 2),
+            "queue_p99_ms": together["p99"], "http_errors": together["errors"]}
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -295,3 +295,45 @@ class ChatCompletion(_Out):
     model: str
     choices: list[dict[str, Any]]
     usage: dict[str, Any] | None
+
+
+# -- the Responses API facade (OpenAI's shapes, docs/responses.md) ----------------
+class ResponsesCreateRequest(_Out):
+    """OpenAI's Responses API request, as far as Spool honours it.
+
+    `model` may carry a provider prefix as in Chat Completions; `input` is a
+    string or input items (messages with text parts, `function_call`,
+    `function_call_output`). The translator validates the rest: hints Spool
+    does not forward are ignored, anything that would change the answer is
+    refused naming the parameter.
+    """
+
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    metadata: dict[str, str] | None = None
+    stream: bool | None = None
+    background: bool | None = None
+    store: bool | None = None
+    text: dict[str, Any] | None = None
+    mock: dict[str, Any] | None = None
+
+
+class ResponseObject(_Out):
+    """A response (`GET /v1/responses/{id}`; the last stream event carries the same)."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["queued", "in_progress", "completed", "failed", "cancelled", "incomplete"]
+    model: str
+    output: list[dict[str, Any]]
+    usage: dict[str, Any] | None
+    error: dict[str, Any] | None
+    incomplete_details: dict[str, Any] | None
+    background: bool | None = None
+    metadata: dict[str, str] | None = None

@@ -22,8 +22,9 @@ ARGS_PER_EVENT = 10  # fixed arguments before the record field/value pairs
 # A: 1 event, 2 data, 3 text, 4 terminal flag, 5 live ttl, 6 final ttl,
 #    7 tombstone ttl, 8 publish command, 9 writer id, 10 writer's number for
 #    this append (9 and 10 empty: no deduplication), 11.. record field/value pairs
-# Returns seq (or -1 record missing, -2 after the terminal event) and the
-# entry to publish (nil when nothing was appended).
+# Returns seq (or -1 record missing, -2 after the terminal event, -3 an
+# earlier append of this writer has not landed yet) and the entry to publish
+# (nil when nothing was appended).
 _APPEND_FUNCTION = """
 local function append(K, A)
   -- Few commands per event: one HMGET reads everything the checks need,
@@ -38,6 +39,14 @@ local function append(K, A)
     return tonumber(r[5])
   end
   if r[2] then return -2 end
+  -- A writer's appends land in its own order or not at all: after one was
+  -- refused (OOM, READONLY...), a later one that reaches Redis first is
+  -- answered -3 and resent with it, so a log never has a hole.
+  if A[9] ~= '' then
+    local expected = 1
+    if r[3] == A[9] then expected = tonumber(r[4]) + 1 end
+    if tonumber(A[10]) > expected then return -3 end
+  end
   local seq = tonumber(last) + 1
   local entry = seq .. ' ' .. A[1] .. ' ' .. A[2]
   if redis.call('RPUSH', K[2], entry) == 1 then redis.call('EXPIRE', K[2], A[5]) end

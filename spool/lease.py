@@ -49,6 +49,10 @@ CONFIRM_MARGIN_MS = 3_000  # first output needs at least this much lease left
 SETTLE_BATCH = 200  # expired generations looked at per pass
 SETTLE_INTERVAL_S = 2.0  # a death is settled within lease ttl + this (+ jitter)
 SETTLE_JITTER_S = 0.5  # spreads the passes of many processes
+# A lease that lapsed while this process saw Redis refuse writes lapsed
+# because its worker could not extend it, not because the worker died: such
+# a generation ends `unavailable` (retryable), not `worker_lost`.
+OUTAGE_MEMORY_S = 30.0
 ORPHAN_AGE_S = 10.0  # an unleased job this long in RQ's intermediate list was orphaned
 
 # The running index outlives any lease by far; every write renews it, so it
@@ -257,6 +261,16 @@ class Settler:
         self.job_timeout_s = job_timeout_s
         self.leases = Leases(lease_client or self.client, self.keys)
         self.token = "settler:" + secrets.token_hex(8)
+        self.failed_at: float | None = None  # monotonic time of the last failed pass
+
+    def pass_failed(self) -> None:
+        """A settle pass met a Redis error (refused writes, or no Redis at all)."""
+        self.failed_at = time.monotonic()
+
+    def _lost_type(self) -> str:
+        recent = (self.failed_at is not None
+                  and time.monotonic() - self.failed_at < OUTAGE_MEMORY_S)
+        return "unavailable" if recent else "worker_lost"
 
     def settle_expired(self) -> list[Outcome]:
         """Settle every generation whose lease expired and that we win the race for."""
@@ -316,14 +330,17 @@ class Settler:
             on_generation_end(self.client, self.keys, gen_id, ended)
 
     def _end_lost(self, gen_id: str, record: dict[str, str]) -> None:
-        message = "the worker running this generation was lost; retry the request"
+        error_type = self._lost_type()
+        message = ("the event store refused writes for too long; retry the request"
+                   if error_type == "unavailable"
+                   else "the worker running this generation was lost; retry the request")
         metrics = orjson.loads(record["metrics"]) if record.get("metrics") else {}
         if record.get("started_ms"):
             metrics["duration_ms"] = now_ms() - int(record["started_ms"])
-        self.log.append(gen_id, ERROR, {"type": "worker_lost", "message": message,
+        self.log.append(gen_id, ERROR, {"type": error_type, "message": message,
                                         "retryable": True}, {
             "status": "failed", "finish_reason": "error",
-            "error": {"type": "worker_lost", "message": message},
+            "error": {"type": error_type, "message": message},
             "metrics": metrics, "finished_ms": now_ms(),
         })
 
@@ -404,6 +421,7 @@ def settle_forever(settler: Settler) -> None:
             settler.settle_expired()
             settler.sweep_intermediate(first_seen, time.monotonic())
         except redis.RedisError as exc:
+            settler.pass_failed()
             log.warning("settle pass failed: %s", type(exc).__name__)
         except Exception:
             log.exception("settle pass failed")

@@ -27,6 +27,7 @@ READ_PAGE = 500  # entries per LRANGE when replaying a backlog
 
 APPENDED_MISSING = -1  # the record does not exist (expired or never created)
 APPENDED_AFTER_END = -2  # the log already has its terminal event
+APPENDED_TOO_EARLY = -3  # this writer's previous append has not landed: resend both, in order
 
 _APPEND_LUA = APPEND_ONE_LUA  # kept under its old name for callers that pack it
 

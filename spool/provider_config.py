@@ -89,3 +89,4 @@ class ProviderConfig:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     tuning: Tuning = field(default_factory=Tuning)
+    list_models: bool = False  # `_MODELS=auto`: ask the server once, at web startup

@@ -35,6 +35,7 @@ MODEL_FIELDS = ("MODEL", "MODELS")
 TUNING_FIELDS = ("FIRST_TOKEN_TIMEOUT_S", "IDLE_TIMEOUT_S", "RETRY_ATTEMPTS", "RETRY_BASE_S",
                  "RETRY_MAX_S")
 ALL_FIELDS = CONNECTION_FIELDS + MODEL_FIELDS + TUNING_FIELDS
+AUTO_MODELS = "auto"  # `_MODELS=auto`: ask the server for its models at startup
 
 T = TypeVar("T")
 
@@ -100,9 +101,15 @@ def _tuning(reader: _Reader, name: str, base: Tuning) -> Tuning:
 
 def _models(reader: _Reader, name: str, default: str | None,
             listed: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
-    """(default model, listed models): the default comes first in the list."""
+    """(default model, listed models): the default comes first in the list.
+
+    `_MODELS=auto` lists the default model alone here; the web asks the
+    server for the rest at startup (`spool.model_listing`).
+    """
     model = env_str(reader.env, var(name, "MODEL")) or default
     models = env_csv(reader.env, var(name, "MODELS")) or listed
+    if models == (AUTO_MODELS,):
+        models = ()
     model = model or (models[0] if models else None)
     if model is None:
         reader.errors.append(f"{var(name, 'MODEL')} must be set: the model a request that "
@@ -149,7 +156,8 @@ def _named(reader: _Reader, name: str, base: Tuning) -> ProviderConfig | None:
     tuning = _tuning(reader, name, base)
     if models is None or base_url is None or kind not in KINDS:
         return None
-    return ProviderConfig(name, kind, models[0], models[1], base_url, api_key, tuning)
+    return ProviderConfig(name, kind, models[0], models[1], base_url, api_key, tuning,
+                          list_models=_auto(reader, name))
 
 
 def _builtin(reader: _Reader, name: str, base: Tuning) -> ProviderConfig | None:
@@ -167,7 +175,12 @@ def _builtin(reader: _Reader, name: str, base: Tuning) -> ProviderConfig | None:
     models = _models(reader, name, DEFAULT_MODELS[name], KNOWN_MODELS[name])
     if models is None:
         return None
-    return ProviderConfig(name, name, models[0], models[1], base_url, api_key, tuning)
+    return ProviderConfig(name, name, models[0], models[1], base_url, api_key, tuning,
+                          list_models=_auto(reader, name))
+
+
+def _auto(reader: _Reader, name: str) -> bool:
+    return env_str(reader.env, var(name, "MODELS")) == AUTO_MODELS
 
 
 def _check_variables(reader: _Reader, names: tuple[str, ...]) -> None:

@@ -127,6 +127,10 @@ class Settings:
     # body_timeout_s of its head. Slow or silent clients are cut, not waited on.
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    # How long the worker retries event writes Redis refuses (OOM, READONLY,
+    # MISCONF, LOADING, connection loss) before ending the stuck generations
+    # `unavailable` (worker/writeretry.py).
+    write_retry_s: float = 20.0
 
     def __post_init__(self) -> None:
         # Settings made in code (tests, tools) get the built-in providers from their fields.
@@ -227,4 +231,5 @@ class Settings:
             log_format=log_format,
             header_timeout_s=_float(env, "SPOOL_HEADER_TIMEOUT_S", 10.0, 0.1),
             body_timeout_s=_float(env, "SPOOL_BODY_TIMEOUT_S", 30.0, 0.1),
+            write_retry_s=_float(env, "SPOOL_WRITE_RETRY_S", 20.0, 0.1),
         )

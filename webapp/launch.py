@@ -61,14 +61,19 @@ def launch_generation(
     request: GenerationRequest,
     *,
     batch_id: str | None = None,
+    record_extra: dict[str, str] | None = None,
 ) -> Launched:
     """Create and enqueue a generation.
 
-    Two round trips: the admission script (rate, idempotency, the tenant's
-    active place, record and event 1; see `spool.admission`), then the RQ
-    enqueue as one pipeline. Outside batches (whose rows queue behind
-    interactive work by design) a new generation takes one of the tenant's
-    SPOOL_MAX_ACTIVE places, or 429.
+    `record_extra`: more fields for its record (a facade's own view of the
+    request, e.g. what `GET /v1/responses/{id}` echoes), written with it.
+
+    One round trip, shared with concurrent requests: the admission script
+    (rate, idempotency, the tenant's active place, record, event 1 and, with
+    RQ on Spool's Redis, RQ's enqueue; see `spool.admission`). With RQ
+    elsewhere the enqueue is a second round trip, one pipeline there.
+    Outside batches (whose rows queue behind interactive work by design) a
+    new generation takes one of the tenant's SPOOL_MAX_ACTIVE places, or 429.
     """
     try:
         provider, model = resolve_provider(svc, request)
@@ -84,6 +89,8 @@ def launch_generation(
     record = svc.generations.new_record(tenant, request, provider=provider, model=model,
                                         abandon_after_s=abandon, batch_id=batch_id,
                                         holds_place=takes_place)
+    if record_extra:
+        record.update(record_extra)
     gen_id = new_generation_id()
     ticket = Ticket(gen_id, tenant, record,
                     rate=take_deferred(svc.settings) if limited else None,

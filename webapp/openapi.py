@@ -35,6 +35,7 @@ ERROR_STATUSES = {
     409: "The generation already completed or failed",
     410: "The generation is past its retention period",
     413: "Request body over the size limit",
+    414: "Request line (URL) over the size limit",
     415: "Body is not application/json",
     429: "Rate or concurrency limit; see Retry-After",
     503: "The event store (Redis) is unavailable",
@@ -43,7 +44,7 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     out.ErrorBody, out.TimeoutBody, out.CreatedGeneration, out.GenerationView,
     out.CancelAccepted, out.ModelList, out.Health, out.Readiness,
     *out.EVENT_SCHEMAS.values(),
-    out.OpenAIErrorBody, out.ChatCompletion, *BATCH_MODELS,
+    out.OpenAIErrorBody, out.ChatCompletion, out.ResponseObject, *BATCH_MODELS,
 ]
 AI_SDK_STREAM = {"description": "The UI message stream (`x-vercel-ai-ui-message-stream: v1`): "
                                 "`data:` chunks ending with `data: [DONE]`",
@@ -83,7 +84,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def components(settings: Settings) -> dict[str, Any]:
     """Schemas of every request and response model, adjusted to `settings`."""
     models = [(GenerationRequest, "validation"), (out.ChatCompletionRequest, "validation"),
-              (out.AiSdkChatRequest, "validation"), (out.BatchRequest, "validation")]
+              (out.AiSdkChatRequest, "validation"), (out.ResponsesCreateRequest, "validation"),
+              (out.BatchRequest, "validation")]
     models += [(m, "serialization") for m in RESPONSE_MODELS]
     _, schema = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
     schemas: dict[str, Any] = schema["$defs"]
@@ -153,6 +155,54 @@ def ai_sdk_paths() -> dict[str, Any]:
                           **_errors(401, 429, 503),
                           "404": _json(out.ErrorBody, "A chat id no route can hold (one with "
                                                       "a line break, or starting with `/`)")},
+        }},
+    }
+
+
+RESPONSE_EVENTS: dict[str, Any] = {
+                   "description": "Responses stream events (`event: response.…` and a "
+                                  "`data:` line each, with a dense `sequence_number`)",
+                   "headers": {"Spool-Generation-Id": {"schema": {"type": "string"}}},
+                   "content": {"text/event-stream": {"schema": {
+                       "type": "object", "required": ["data"],
+                       "properties": {"event": {"type": "string"},
+                                      "data": {"type": "string"}}}}}}
+
+
+def responses_paths() -> dict[str, Any]:
+    """OpenAI's Responses API with background mode (docs/responses.md); OpenAI's errors."""
+    resp_id = {"name": "response_id", "in": "path", "required": True,
+               "schema": {"type": "string"}, "description": "`resp_…` (or the `gen_…` id)"}
+    response = {"description": "The response object (or, streamed, its events)",
+                "content": {"application/json": {"schema": _ref(out.ResponseObject)},
+                            **RESPONSE_EVENTS["content"]}}
+    return {
+        "/v1/responses": {"post": {
+            "operationId": "createResponse",
+            "summary": "Create a response: background (queued at once), streamed, or waited for",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref(out.ResponsesCreateRequest)}}},
+            "responses": {"200": response, **_openai_errors(*FACADE_STATUSES),
+                          "5XX": _json(out.OpenAIErrorBody, "The response failed upstream, "
+                                                            "or did not finish in time (504)")},
+        }},
+        "/v1/responses/{response_id}": {"get": {
+            "operationId": "retrieveResponse",
+            "summary": "The response so far; `stream=true` replays its events after "
+                       "`starting_after` and follows it live",
+            "parameters": [resp_id,
+                           {"name": "stream", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["true", "false"]}},
+                           _position("starting_after", "query",
+                                     "Send only events with sequence_number > starting_after")],
+            "responses": {"200": response,
+                          **_openai_errors(400, 401, 404, 410, 414, 429, 503)},
+        }},
+        "/v1/responses/{response_id}/cancel": {"post": {
+            "operationId": "cancelResponse", "summary": "Cancel a response",
+            "parameters": [resp_id],
+            "responses": {"200": _json(out.ResponseObject, "The cancelled response"),
+                          **_openai_errors(401, 404, 409, 410, 429, 503)},
         }},
     }
 
@@ -231,6 +281,7 @@ def paths() -> dict[str, Any]:
         }},
         **facade_paths(),
         **ai_sdk_paths(),
+        **responses_paths(),
         **batch_paths(_ref, _json, _errors, _position),
         **ops_paths(),
         "/healthz": {"get": {

@@ -15,6 +15,7 @@ from spool.log import EventLog, open_event_log
 from spool.settings import Settings
 from worker.control import CancelWatcher
 from worker.writer import BatchWriter
+from worker.writeretry import WriteRetry
 
 REDIS_POOL_SIZE = 64  # shared by all runners of the process (they wait, never fail)
 
@@ -45,7 +46,7 @@ class WorkerContext:
             keys=keys,
             log=event_log,
             generations=Generations(client, keys, event_log),
-            writer=BatchWriter(event_log),
+            writer=BatchWriter(event_log, WriteRetry(settings.write_retry_s)),
             watcher=CancelWatcher(client, keys),
             worker_id=f"{socket.gethostname()}.{os.getpid()}",
         )

@@ -97,11 +97,13 @@ class Runner:
         """Queue one event for this generation."""
         return self.ctx.writer.emit(self.gen_id, event, data, fields, wait=wait)
 
-    def run(self, record: dict[str, str] | bool | None = True) -> None:
+    def run(self, record: dict[str, str] | bool | None = True,
+            started_ms: int | None = None) -> None:
         """Run to a terminal event (or return at once if there is nothing to do).
 
         `record`: the record as the worker's claim loaded it (None: it does
-        not exist); left out, it is loaded here.
+        not exist); left out, it is loaded here. `started_ms`: the claim
+        already appended `in_progress` at that time (`spool.start`).
         """
         if record is True:
             record = self.ctx.generations.load(self.gen_id)
@@ -109,7 +111,7 @@ class Runner:
             return
         request: dict[str, Any] = orjson.loads(record["request"])
         handle = self.ctx.watcher.register(self.gen_id)
-        started = now_ms()
+        started = now_ms() if started_ms is None else started_ms
         progress = Progress(started_ms=started, queue_ms=started - int(record["created_ms"]))
         self.obs = Observation(request["provider"], record.get("priority", "interactive"),
                                progress.queue_ms / 1000.0)
@@ -118,11 +120,12 @@ class Runner:
         try:
             if record.get("cancel"):
                 raise Cancelled(record["cancel"])
-            self.emit(STATUS, {"status": "in_progress"}, {
-                "status": "in_progress", "started_ms": started,
-                "worker": self.ctx.worker_id,
-                "metrics": progress.metrics(),
-            })
+            if started_ms is None:
+                self.emit(STATUS, {"status": "in_progress"}, {
+                    "status": "in_progress", "started_ms": started,
+                    "worker": self.ctx.worker_id,
+                    "metrics": progress.metrics(),
+                })
             self._stream(request, handle, progress)
         except Cancelled as cancel:
             self._end_cancelled(cancel.reason, progress)
@@ -279,9 +282,10 @@ def _prompt_text(request: dict[str, Any]) -> str:
 
 
 def run_generation(ctx: WorkerContext, gen_id: str,
-                   record: dict[str, str] | bool | None = True) -> None:
-    """Run one generation to its end (the RQ job body; `record` as in `Runner.run`).
+                   record: dict[str, str] | bool | None = True,
+                   started_ms: int | None = None) -> None:
+    """Run one generation to its end (the RQ job body; arguments as in `Runner.run`).
 
     Its end is logged once, by `Runner._ended`.
     """
-    Runner(ctx, gen_id).run(record)
+    Runner(ctx, gen_id).run(record, started_ms)

@@ -79,7 +79,7 @@ class SpoolWorker(BaseWorker):
         shared = (not is_cluster(ctx.redis)
                   and ctx.settings.rq_redis_url == ctx.settings.redis_url)
         self.stores = Stores(ctx.redis, rq_client, self.leases, shared)
-        self.claimer = Claimer(self.stores, ctx.keys, self.keeper, self)
+        self.claimer = Claimer(self.stores, ctx.log, self.keeper, self)
         self.finisher = Finisher(ctx, self.stores, self.keeper, self,
                                  lambda: len(self.running), self._free)
 
@@ -90,6 +90,7 @@ class SpoolWorker(BaseWorker):
         self.set_state(WorkerStatus.IDLE)
         self._install_signal_handlers()
         self.leases.load_scripts()
+        self.claimer.load_scripts()
         self.ctx.writer.output_guard = self.keeper.guard
         self.ctx.writer.start()
         self.ctx.watcher.start()
@@ -119,8 +120,13 @@ class SpoolWorker(BaseWorker):
                 continue
             try:
                 found = self._dequeue(free, block=not burst)
-            except redis.ConnectionError as exc:
-                log.warning("dequeue failed (%s); retrying", type(exc).__name__)
+            except redis.RedisError as exc:
+                # Any Redis reply, not only a lost connection: an LMOVE into a
+                # full (OOM), read-only (failover) or MISCONF Redis fails too,
+                # and a worker must never die of it; it takes work again as
+                # soon as Redis accepts writes.
+                log.warning("dequeue failed (%s: %s); retrying", type(exc).__name__,
+                            str(exc)[:80])
                 gevent.sleep(REDIS_RETRY_S)
                 continue
             if found:
@@ -213,7 +219,7 @@ class SpoolWorker(BaseWorker):
         timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
         try:
             with gevent.Timeout(timeout, JobTimeout(timeout)):
-                run_generation(self.ctx, slot.job_id, slot.record)
+                run_generation(self.ctx, slot.job_id, slot.record, slot.started_ms)
             return None
         except (LeaseLost, HandBack):
             slot.gone = True  # whoever took the lease settles the generation and its job

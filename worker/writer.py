@@ -20,12 +20,12 @@ import hiredis
 import redis
 
 from spool.connection import io_purpose, is_cluster
-from spool.events import DELTA, TOOL_CALL
-from spool.log import EventLog
+from spool.events import DELTA, ERROR, TOOL_CALL
+from spool.log import APPENDED_MISSING, EventLog
+from worker.writeretry import WriteRetry, needs_resend, reason_of, unavailable_event
 
 log = logging.getLogger("spool.writer")
 
-RETRY_DELAY_S = 0.2  # between attempts while Redis is unreachable
 MAX_BATCH = 2000  # appends per pipeline
 # One round trip per tick at most: appends queued within a tick share it.
 # A lone event after a quiet spell goes at once; under load each tick carries
@@ -38,6 +38,9 @@ DRAIN_POLL_S = 0.01
 # of a generation are merged (fewer, larger deltas; the same text, in order).
 MERGE_AFTER = 1000
 OUTPUT_EVENTS = frozenset({DELTA, TOOL_CALL})
+# What `emit(wait=True)` returns for an event the writer dropped after Redis
+# refused writes past the retry bound (the generation ends `unavailable`).
+GAVE_UP = -4
 
 # Called (in the runner's greenlet) before a generation's first output event;
 # it may raise to refuse the write (the concurrent worker checks its lease).
@@ -51,13 +54,16 @@ class _Append:
     data: Any
     fields: dict[str, Any] | None
     done: gevent.event.AsyncResult | None
+    final: bool = False  # the `unavailable` end the writer adds itself: retried without bound
 
 
 class BatchWriter:
     """Queues appends from many runners; flushes them in pipelines, in order."""
 
-    def __init__(self, event_log: EventLog) -> None:
+    def __init__(self, event_log: EventLog, retry: WriteRetry | None = None) -> None:
         self.log = event_log
+        self.retry = retry or WriteRetry()
+        self._unavailable: set[str] = set()  # given up on: ended `unavailable` by the writer
         self._pending: list[_Append] = []
         self._wake = gevent.event.Event()
         self._refused: set[str] = set()
@@ -87,6 +93,8 @@ class BatchWriter:
     ) -> int | None:
         """Queue an append; with `wait`, block until written and return its seq."""
         self.start()
+        if gen_id in self._unavailable:
+            return GAVE_UP if wait else None  # the writer is ending it itself
         if event in OUTPUT_EVENTS and gen_id not in self._with_output:
             if self.output_guard is not None:
                 self.output_guard(gen_id)
@@ -100,12 +108,16 @@ class BatchWriter:
         return seq
 
     def refused(self, gen_id: str) -> bool:
-        """True once the log refused a write: someone else ended this generation."""
-        return gen_id in self._refused
+        """True once this generation's runner must stop: the append script
+        refused a write (someone else ended the log, or it expired), or the
+        writer gave up on it after Redis refused writes past the bound and
+        ends it `unavailable` itself."""
+        return gen_id in self._refused or gen_id in self._unavailable
 
     def forget(self, gen_id: str) -> None:
         """Drop per-generation state when its runner finishes."""
         self._refused.discard(gen_id)
+        self._unavailable.discard(gen_id)
         self._with_output.discard(gen_id)
         self._writer_ids.pop(gen_id, None)
         self._numbers.pop(gen_id, None)
@@ -139,39 +151,93 @@ class BatchWriter:
                     self._flushing = False
 
     def _flush(self, batch: list[_Append]) -> None:
+        """Write `batch` in order, whatever Redis answers (worker/writeretry.py).
+
+        Each attempt's answers are taken for the longest answered prefix;
+        the rest is resent, in order, after a backoff. An append that did
+        land before its reply was lost is answered, not applied again, and
+        one that reaches Redis before an earlier one of the same writer is
+        refused by the script (-3) and resent with it: no hole, no repeat.
+        """
         if len(batch) >= MERGE_AFTER:
             batch = merge_deltas(batch)
-        arguments = [self._arguments(item) for item in batch]
-        cluster = is_cluster(self.log.client)
-        # Packed once, by hand: redis-py's per-command pipeline bookkeeping
-        # cost several times what Redis itself spends on an append; and many
-        # appends per script call, as starting a script costs Redis more
-        # than the commands inside it.
-        groups = [] if cluster else [
-            arguments[i:i + EVENTS_PER_CALL] for i in range(0, len(arguments), EVENTS_PER_CALL)]
-        commands = [self._pack_many(group) for group in groups]
-        results: list[Any] = []  # one per item of `batch`, in order
-        while len(results) < len(batch):
-            try:
-                if cluster:
-                    results = self._send_cluster(arguments)
-                else:
-                    done = len(results) // EVENTS_PER_CALL  # whole groups answered so far
-                    self._send(commands[done:], [len(g) for g in groups[done:]], results)
-            except redis.RedisError as exc:
-                # Order matters more than latency: keep what is left and retry.
-                # A resent append that Redis had applied is answered, not
-                # re-applied (the script checks its writer number).
-                log.warning("event write failed (%s); retrying", type(exc).__name__)
-                gevent.sleep(RETRY_DELAY_S)
-        for item, result in zip(batch, results, strict=True):
-            seq = result if isinstance(result, int) else -3
-            if seq < 0:
-                self._refused.add(item.gen_id)
-                if isinstance(result, Exception):
-                    log.error("append to %s failed: %s", item.gen_id, result)
+        items = [(item, self._arguments(item)) for item in batch]
+        while items:
+            results = self._attempt([arguments for _, arguments in items])
+            done = 0
+            while done < len(results) and not needs_resend(results[done]):
+                done += 1
+            for (item, _), result in zip(items[:done], results[:done], strict=True):
+                self._answered(item, result)
+            items = items[done:]
+            if not items:
+                self.retry.succeeded()
+                return
+            if done == len(results):
+                continue  # cut short without a failure: the script was reloaded
+            self.retry.failed(reason_of(results[done:]))
+            if self.retry.expired():
+                items = self._give_up(items)
+            if items:
+                gevent.sleep(self.retry.next_delay())
+
+    def _attempt(self, arguments: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Send every append once; one answer per append for a prefix of them
+        (an append's answer is its seq, or the error its group met)."""
+        try:
+            if is_cluster(self.log.client):
+                return self._send_cluster(arguments)
+            # Packed once per attempt, by hand: redis-py's per-command
+            # pipeline bookkeeping cost several times what Redis itself spends
+            # on an append; and many appends per script call, as starting a
+            # script costs Redis more than the commands inside it.
+            groups = [arguments[i:i + EVENTS_PER_CALL]
+                      for i in range(0, len(arguments), EVENTS_PER_CALL)]
+            results: list[Any] = []
+            self._send([self._pack_many(group) for group in groups],
+                       [len(group) for group in groups], results)
+            return results
+        except redis.RedisError as exc:
+            return [exc]  # nothing known to be answered: resend everything
+
+    def _answered(self, item: _Append, result: Any) -> None:
+        seq = result if isinstance(result, int) else APPENDED_MISSING
+        if not isinstance(result, int):
+            log.error("append to %s answered %r", item.gen_id, result)
+        if seq < 0:
+            self._refused.add(item.gen_id)  # the script's own verdict, nothing else
+        if item.done is not None:
+            item.done.set(seq)
+
+    def _give_up(self, items: list[tuple[_Append, Any]]) -> list[tuple[_Append, Any]]:
+        """Past the bound: drop every unwritten event, end each such generation `unavailable`.
+
+        The `unavailable` event uses a fresh writer id (the dropped events
+        used up the old one's numbers) and is retried until Redis takes it.
+        """
+        # Every generation with an unwritten event: in this flush, or queued behind it.
+        lost = {item.gen_id for item, _ in items if not item.final}
+        lost.update(item.gen_id for item in self._pending)
+        if not lost:
+            return items  # only `unavailable` ends left: those wait for Redis, however long
+        dropped = [item for item, _ in items if item.gen_id in lost]
+        dropped += [item for item in self._pending if item.gen_id in lost]
+        self._pending = [item for item in self._pending if item.gen_id not in lost]
+        for item in dropped:
             if item.done is not None:
-                item.done.set(seq)
+                item.done.set(GAVE_UP)
+        kept = [(item, arguments) for item, arguments in items if item.gen_id not in lost]
+        for gen_id in sorted(lost):
+            self._unavailable.add(gen_id)
+            self._writer_ids[gen_id] = secrets.token_hex(8)
+            self._numbers[gen_id] = 0
+            data, fields = unavailable_event()
+            end = _Append(gen_id, ERROR, data, fields, None, final=True)
+            kept.append((end, self._arguments(end)))
+        self.retry.gave_up += len(lost)
+        log.error("event store refused writes for %.0f s: ending %d generations "
+                  "`unavailable` once it accepts writes", self.retry.bound_s, len(lost))
+        return kept
 
     def _arguments(self, item: _Append) -> tuple[list[str], list[Any]]:
         writer_id = self._writer_ids.get(item.gen_id)

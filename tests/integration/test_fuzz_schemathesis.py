@@ -62,9 +62,10 @@ def openapi_schema(fuzz_stack: Stack) -> Any:
 
 def only_chat_times_out(ctx: Any, response: Any, case: Any) -> bool:
     """The only 5xx the contract allows outside /readyz: a chat that did not finish in
-    time (504), on /v1/chat or the facade's /v1/chat/completions."""
+    time (504), on /v1/chat or the facades' /v1/chat/completions and /v1/responses."""
     if response.status_code >= 500 and (case.method, case.path) not in (
-            ("POST", "/v1/chat"), ("GET", "/readyz"), ("POST", "/v1/chat/completions")):
+            ("POST", "/v1/chat"), ("GET", "/readyz"), ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/responses")):
         raise AssertionError(f"{response.status_code} from {case.method} {case.path}")
     if response.status_code == 504 and case.path == "/v1/chat":
         assert response.json()["id"].startswith("gen_")
@@ -88,7 +89,10 @@ OPERATIONS = [
 # its own tests); here every check runs except "schema-valid data is accepted".
 FACADE = [("POST", "/v1/chat/completions"), ("GET", "/v1/models/{model_id}"),
           # The AI SDK facade: its translator checks UI messages' parts (docs/ai-sdk.md).
-          ("POST", "/v1/ai-sdk/chat"), ("GET", "/v1/ai-sdk/chat/{chatId}/stream")]
+          ("POST", "/v1/ai-sdk/chat"), ("GET", "/v1/ai-sdk/chat/{chatId}/stream"),
+          # The Responses facade: its translator checks input items (docs/responses.md).
+          ("POST", "/v1/responses"), ("GET", "/v1/responses/{response_id}"),
+          ("POST", "/v1/responses/{response_id}/cancel")]
 # Batches: a row is `custom_id` plus any generation field, which the document states
 # loosely (BatchRow), so like the facades they skip only "schema-valid data is accepted".
 BATCHES = [("POST", "/v1/batches"), ("GET", "/v1/batches/{id}"),

@@ -166,9 +166,12 @@ def test_logs_are_json_with_context_and_no_secrets(ops_stack: Stack, ops_api: Ap
     gen_id = created["id"]
 
     def settled() -> str | None:
+        # This generation's own end line (an earlier test's would match "generation
+        # ended" alone, and the worker logs it just after the stream saw `done`).
         text = full_logs(ops_stack)
-        return text if f'"generation_id":"{gen_id}"' in text and "generation ended" in text \
-            and "/events" in text else None
+        ended = any("generation ended" in line and f'"generation_id":"{gen_id}"' in line
+                    for line in text.splitlines())
+        return text if ended and "/events" in text else None
 
     logs = wait_until(settled, 15, 0.2, "log lines of the generation")
     for secret in (API_KEY, SECRET, token, PROMPT, ANSWER, "PROMPT-MARKER", "ANSWER-MARKER"):

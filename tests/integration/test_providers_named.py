@@ -41,7 +41,7 @@ def napi(redis_server: Any, fakes: dict[str, FakeProvider]) -> Iterator[Api]:
         # `openai` through the variables it always had, on fake A.
         "OPENAI_BASE_URL": fakes["fake-a"].openai_base_url, "OPENAI_API_KEY": "sk-a",
         # A local vLLM-like server (no key) and a second Anthropic-kind account.
-        "SPOOL_PROVIDERS": "local,claude-eu",
+        "SPOOL_PROVIDERS": "local,claude-eu,listed",
         "SPOOL_PROVIDER_LOCAL_BASE_URL": fakes["fake-b"].openai_base_url,
         "SPOOL_PROVIDER_LOCAL_MODELS": ",".join(LOCAL_MODELS),
         "SPOOL_PROVIDER_LOCAL_RETRY_ATTEMPTS": "1",  # its own policy: straight to the fallback
@@ -49,6 +49,9 @@ def napi(redis_server: Any, fakes: dict[str, FakeProvider]) -> Iterator[Api]:
         "SPOOL_PROVIDER_CLAUDE_EU_BASE_URL": fakes["fake-c"].anthropic_base_url,
         "SPOOL_PROVIDER_CLAUDE_EU_API_KEY": "ak-c",
         "SPOOL_PROVIDER_CLAUDE_EU_MODEL": "claude-fake-eu",
+        # Its models are asked for when the web starts.
+        "SPOOL_PROVIDER_LISTED_BASE_URL": fakes["fake-b"].openai_base_url,
+        "SPOOL_PROVIDER_LISTED_MODEL": "gpt-fake", "SPOOL_PROVIDER_LISTED_MODELS": "auto",
         "SPOOL_DEFAULT_PROVIDER": "local",
         "SPOOL_FALLBACK_PROVIDERS": "openai",
         "SPOOL_RETRY_ATTEMPTS": "3", "SPOOL_RETRY_BASE_S": "0.05",
@@ -187,7 +190,8 @@ def test_models_list_reflects_the_configuration(napi: Api) -> None:
     ids = [m.id for m in client.models.list()]
     assert ids == ["mock/mock-1", "openai/gpt-4o-mini", "openai/gpt-4o", "openai/gpt-4.1",
                    "openai/gpt-4.1-mini", "local/llama-fake", "local/qwen-fake",
-                   "claude-eu/claude-fake-eu"]
+                   "claude-eu/claude-fake-eu",
+                   "listed/gpt-fake", "listed/gpt-fake-mini"]  # asked at startup (auto)
     assert client.models.retrieve("local/qwen-fake").owned_by == "local"
 
 

@@ -127,6 +127,18 @@ def test_all_mistakes_are_reported_together_without_keys() -> None:
     assert "sk-very-secret" not in "\n".join(found)
 
 
+def test_models_auto_is_asked_for_later() -> None:
+    settings = Settings.from_env({**LOCAL, "SPOOL_PROVIDER_LOCAL_MODELS": "auto",
+                                  "OPENAI_API_KEY": "sk", "SPOOL_PROVIDER_OPENAI_MODELS": "auto"})
+    assert settings.providers["local"].models == ("m",) and settings.providers["local"].list_models
+    assert settings.providers["openai"].models == ("gpt-4o-mini",)
+    assert settings.providers["openai"].list_models
+    assert not Settings.from_env(LOCAL).providers["local"].list_models
+    assert mistakes({**LOCAL, "SPOOL_PROVIDER_LOCAL_MODEL": "",
+                     "SPOOL_PROVIDER_LOCAL_MODELS": "auto"})[0].startswith(
+        "SPOOL_PROVIDER_LOCAL_MODEL must be set")
+
+
 def test_names_that_share_a_prefix_keep_their_own_variables() -> None:
     settings = Settings.from_env({
         "SPOOL_PROVIDERS": "local,local-fast", "SPOOL_PROVIDER_LOCAL_BASE_URL": "http://a/v1",

@@ -12,20 +12,15 @@ not Spool's, because OpenAI's SDKs parse them.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
 
-from spool.catalog import configured_providers, model_ids
-from spool.schemas import GenerationRequest, RequestError, parse_generation_request
+from spool.catalog import model_ids
 from webapp.auth import authenticate
 from webapp.body import require_json_object
-from webapp.errors import ApiError
 from webapp.facades.chat_format import (
     ChunkStream,
     cancelled_error,
@@ -33,12 +28,15 @@ from webapp.facades.chat_format import (
     error_object,
     generation_error,
 )
-from webapp.facades.chat_request import (
-    CompletionRequest,
-    FacadeError,
-    core_param,
-    invalid,
-    translate,
+from webapp.facades.chat_request import FacadeError, core_param, translate
+from webapp.facades.openai_common import (
+    GENERATION_ID_HEADER,
+    NO_RETRY,
+    STREAM_CONTENT_TYPE,
+    STREAM_HEADERS,
+    install_error_handlers,
+    openai_error,
+    validate,
 )
 from webapp.facades.streaming import translate_log
 from webapp.facades.wire import data_line
@@ -46,87 +44,8 @@ from webapp.launch import start_generation, wait_for_end
 from webapp.relay.hub import HubUnavailable
 from webapp.services import Services, services
 
-log = logging.getLogger("spool.facade")
-
 bp = Blueprint("facade", __name__)
-
-GENERATION_ID_HEADER = "Spool-Generation-Id"
-# OpenAI's SDKs obey this: never retry what would start a second generation for nothing.
-NO_RETRY = {"x-should-retry": "false"}
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-# Spool's status -> (OpenAI error type, code) for errors raised before a generation exists.
-API_ERRORS: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "invalid_value"),
-    401: ("invalid_request_error", "invalid_api_key"),
-    404: ("invalid_request_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    413: ("invalid_request_error", "request_too_large"),
-    415: ("invalid_request_error", "unsupported_media_type"),
-    429: ("requests", "rate_limit_exceeded"),
-    503: ("server_error", "unavailable"),
-    504: ("server_error", "timeout"),
-}
-HTTP_MESSAGES = {413: "request body is too large", 405: "method not allowed for this route"}
-
-
-def openai_error(status: int, body: dict[str, Any],
-                 headers: dict[str, str] | None = None) -> Response:
-    """An error response in OpenAI's format."""
-    response = jsonify(body)
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
-@bp.errorhandler(FacadeError)
-def _facade_error(exc: FacadeError) -> Response:
-    return openai_error(exc.status, error_object(exc.message, exc.type, exc.code, exc.param))
-
-
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError) -> Response:
-    kind, code = API_ERRORS.get(exc.status, ("server_error", exc.type))
-    return openai_error(exc.status, error_object(exc.message, kind, code, exc.param), exc.headers)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    message = HTTP_MESSAGES.get(status) or exc.description or exc.name
-    return _api_error(ApiError(status, message))
-
-
-@bp.errorhandler(redis.RedisError)
-def _redis_error(exc: redis.RedisError) -> Response:
-    log.warning("redis unavailable: %s", type(exc).__name__)
-    body = error_object("the event store is unavailable; retry shortly", "server_error",
-                        "unavailable")
-    return openai_error(503, body, {"Retry-After": "1"})
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error in the facade")
-    return openai_error(500, error_object("internal error", "server_error", None))
-
-
-def _validate(svc: Services, completion_request: CompletionRequest) -> GenerationRequest:
-    """The core's validation, with its errors in the client's parameter names."""
-    provider = completion_request.generation["provider"]
-    if provider not in configured_providers(svc.settings):
-        raise invalid(f"The model `{completion_request.model}` is not available: provider "
-                      f"{provider!r} is not configured on this server", "model",
-                      "model_not_found")
-    try:
-        return parse_generation_request(completion_request.generation,
-                                        max_tokens_limit=svc.settings.max_tokens_limit,
-                                        providers=svc.settings.provider_names)
-    except RequestError as exc:
-        param = core_param(exc.param, completion_request)
-        message = exc.message
-        if exc.param and message.startswith(f"{exc.param}: "):
-            message = f"{param}: {message[len(exc.param) + 2:]}"
-        raise invalid(message, param) from None
+install_error_handlers(bp)
 
 
 @bp.post("/v1/chat/completions")
@@ -136,7 +55,8 @@ def chat_completions() -> ResponseReturnValue:
     tenant = authenticate(svc.settings)
     completion_request = translate(require_json_object(request), svc.settings.default_provider,
                                    svc.settings.provider_names)
-    body = _validate(svc, completion_request)
+    body = validate(svc, completion_request.generation, completion_request.model,
+                    lambda param: core_param(param, completion_request))
     gen_id, _ = start_generation(svc, tenant, body)
     record = svc.generations.load(gen_id) or {}
     created = int(record.get("created_ms", 0)) // 1000
@@ -144,7 +64,7 @@ def chat_completions() -> ResponseReturnValue:
         chunks = ChunkStream(gen_id, created, completion_request.model,
                              completion_request.include_usage)
         return Response(stream_chunks(svc, gen_id, chunks),
-                        content_type="text/event-stream; charset=utf-8",
+                        content_type=STREAM_CONTENT_TYPE,
                         headers={GENERATION_ID_HEADER: gen_id, **STREAM_HEADERS})
     response = wait_for_completion(svc, gen_id, created, completion_request.model)
     response.headers[GENERATION_ID_HEADER] = gen_id

@@ -150,12 +150,15 @@ def _tools(body: dict[str, Any]) -> Any:
     return [_tool(t) for t in tools] if isinstance(tools, list) else tools
 
 
-def _check_params(body: dict[str, Any]) -> None:
+def check_params(body: dict[str, Any], handled: Collection[str], ignored: Collection[str],
+                 off_values: dict[str, tuple[Any, ...]]) -> None:
+    """Refuse what a facade does not know (`unknown_parameter`) or cannot honour
+    (`unsupported_parameter`: a parameter of `off_values` set to another value)."""
     for name, value in body.items():
-        if name in HANDLED_PARAMS or name in IGNORED_PARAMS:
+        if name in handled or name in ignored:
             continue
-        if name in OFF_VALUES:
-            if value not in OFF_VALUES[name]:
+        if name in off_values:
+            if value not in off_values[name]:
                 raise invalid(f"{name} is not supported by this server", name,
                               "unsupported_parameter")
             continue
@@ -192,7 +195,7 @@ def _response_format(value: Any) -> Any:
 def translate(body: dict[str, Any], default_provider: str,
               providers: Collection[str] = BUILTIN_PROVIDER_NAMES) -> CompletionRequest:
     """Translate a decoded Chat Completions body; raises FacadeError."""
-    _check_params(body)
+    check_params(body, HANDLED_PARAMS, IGNORED_PARAMS, OFF_VALUES)
     provider, model = split_model(body.get("model"), default_provider, providers)
     stream, include_usage = _stream_flags(body)
     messages = body.get("messages")

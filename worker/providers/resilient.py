@@ -194,8 +194,11 @@ class ResilientStream:
             if isinstance(piece, Finish):
                 _finish_reading(pieces)
                 return
-        timer = gevent.Timeout(idle)
         while True:
+            # A fresh timer per piece: a cancelled gevent.Timeout started again keeps
+            # its first deadline (gevent 26), which ended every answer streaming for
+            # longer than the idle timeout, however steadily it arrived.
+            timer = gevent.Timeout(idle)
             timer.start()
             try:
                 piece = next(pieces, None)
