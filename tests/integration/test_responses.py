@@ -290,3 +290,26 @@ def test_the_sdk_stream_helper_accumulates_and_resumes(client: openai.OpenAI) ->
         again = resumed.get_final_response()
     assert events[0].sequence_number == 6
     assert again.output_text == TEXT
+
+
+def test_every_read_is_the_same_bytes(stack: Stack) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "mock/mock-1", "input": "x", "stream": True,
+            **mock(text=TEXT, chunk="char", ttft_ms=500)}  # keep-alives while waiting
+
+    def events(resp: requests.Response) -> list[bytes]:
+        assert resp.status_code == 200
+        assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        frames = [f for f in resp.content.split(b"\n\n") if f]
+        return [f for f in frames if not f.startswith(b":")]  # keep-alive comments aside
+
+    created = requests.post(stack.url("/v1/responses"), json=body, headers=auth, timeout=30)
+    first = events(created)
+    resp_id = "resp_" + created.headers["Spool-Generation-Id"].removeprefix("gen_")
+    url = stack.url(f"/v1/responses/{resp_id}?stream=true")
+    assert events(requests.get(url, headers=auth, timeout=30)) == first
+    resumed = events(requests.get(f"{url}&starting_after=9", headers=auth, timeout=30))
+    assert resumed == first[10:]
+    assert all(f.startswith(b"event: response.") for f in first)
+    done = requests.get(f"{url}&starting_after={len(first) - 1}", headers=auth, timeout=30)
+    assert done.status_code == 200 and done.content == b""

@@ -42,17 +42,20 @@ from webapp.facades.openai_common import (
     validate,
 )
 from webapp.facades.responses_format import (
-    ECHO_FIELD,
     NOT_STARTED,
     ResponseEvents,
     event_line,
     generation_id,
-    head,
-    response_head,
     response_id,
 )
 from webapp.facades.responses_request import client_param, translate
-from webapp.facades.responses_store import from_log, resolve_references
+from webapp.facades.responses_store import (
+    ECHO_FIELD,
+    from_log,
+    head,
+    resolve_references,
+    response_head,
+)
 from webapp.facades.streaming import translate_log
 from webapp.launch import find_generation, launch_generation, wait_for_end
 from webapp.relay.hub import HubUnavailable

@@ -1,5 +1,6 @@
-"""Responses as stored: a generation's log read back as a response, and the
-`item_reference` input items that point into earlier responses.
+"""Responses as stored: a response's fixed fields from its generation's record,
+its log read back as a response, and the `item_reference` input items that
+point into earlier responses.
 
 Nothing here is stored besides the generation itself: a response object is
 the log translated (`ResponseEvents`), and an output item's id names its
@@ -15,17 +16,66 @@ from typing import Any
 
 import orjson
 
+from spool.ids import is_generation_id
 from webapp.facades.chat_request import invalid
 from webapp.facades.responses_format import (
     CALL_ITEM_ID_PREFIX,
     GENERATION_ID_PREFIX,
     MESSAGE_ID_PREFIX,
     ResponseEvents,
-    response_head,
+    response_id,
 )
 from webapp.services import Services
 
 REFERENCE = "item_reference"
+ECHO_FIELD = "responses"  # of the record: the request fields a response echoes (JSON)
+
+
+def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool.get("function") or {}
+    return {"type": "function", "name": function.get("name"),
+            "description": function.get("description"),
+            "parameters": function.get("parameters"), "strict": False}
+
+
+def _chat_tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict):
+        return {"type": "function", "name": (choice.get("function") or {}).get("name")}
+    return choice or "auto"
+
+
+def derived_echo(request: dict[str, Any]) -> dict[str, Any]:
+    """What a response object echoes, for a generation not started as a response."""
+    response_format = request.get("response_format") or {"type": "text"}
+    return {
+        "model": f"{request.get('provider')}/{request.get('model')}",
+        "instructions": request.get("system"),
+        "tools": [_chat_tool(t) for t in request.get("tools") or []],
+        "tool_choice": _chat_tool_choice(request.get("tool_choice")),
+        "max_output_tokens": request.get("max_tokens"),
+        "temperature": request.get("temperature"),
+        "top_p": None,
+        "parallel_tool_calls": True,
+        "background": False,
+        "text": {"format": {"type": response_format.get("type", "text")}},
+        "truncation": "disabled",
+    }
+
+
+def head(gen_id: str, created_ms: int, metadata: dict[str, Any],
+         echo: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a response object that its log does not change."""
+    return {"id": response_id(gen_id), "object": "response", "created_at": created_ms // 1000,
+            "metadata": metadata, "previous_response_id": None, **echo}
+
+
+def response_head(gen_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """`head` from a generation's record (the same as at its creation)."""
+    raw_echo = record.get(ECHO_FIELD)
+    echo = (orjson.loads(raw_echo) if raw_echo
+            else derived_echo(orjson.loads(record.get("request") or "{}")))
+    return head(gen_id, int(record.get("created_ms", 0)),
+                orjson.loads(record.get("metadata") or "{}"), echo)
 
 
 def from_log(svc: Services, gen_id: str, record: dict[str, str]) -> ResponseEvents:
@@ -41,8 +91,9 @@ def item_location(item_id: str) -> tuple[str, int] | None:
     for prefix in (MESSAGE_ID_PREFIX, CALL_ITEM_ID_PREFIX):
         if item_id.startswith(prefix):
             random, sep, index = item_id[len(prefix):].rpartition("_")
-            if sep and random and index.isdigit():
-                return GENERATION_ID_PREFIX + random, int(index)
+            gen_id = GENERATION_ID_PREFIX + random
+            if sep and index.isdigit() and is_generation_id(gen_id):
+                return gen_id, int(index)
     return None
 
 
