@@ -81,6 +81,8 @@ ROUND_TRIPS = Spec("spool_redis_round_trips_total", "counter",
                    "Round trips to Redis (a command alone or a pipeline), by process kind "
                    "and purpose (append: the worker's event writes).", ("kind", "purpose"))
 STREAMS = Spec("spool_sse_streams_total", "counter", "SSE responses opened.")
+STREAMS_DIRECT = Spec("spool_sse_streams_direct_total", "counter",
+                      "SSE responses whose live events the hub wrote to the socket itself.")
 SSE_READERS = Spec("spool_sse_readers", "gauge", "SSE readers attached, over all web processes.")
 SLOTS_IN_USE = Spec("spool_worker_slots_in_use", "gauge",
                     "Generations running, over all worker processes.")
@@ -93,7 +95,7 @@ PROCESSES = Spec("spool_processes", "gauge", "Live processes reporting metrics, 
 REDIS_UP = Spec("spool_redis_up", "gauge", "1 when this scrape could read Redis.")
 
 FLUSHED = (TTFT, INTER_TOKEN, QUEUE_WAIT, GENERATIONS, PROVIDER_ERRORS, PROVIDER_RETRIES,
-           REDIS_ERRORS, ROUND_TRIPS, STREAMS)
+           REDIS_ERRORS, ROUND_TRIPS, STREAMS, STREAMS_DIRECT)
 SNAPSHOT_GAUGES = (SSE_READERS, SLOTS_IN_USE, SLOTS, RUNNING)
 
 

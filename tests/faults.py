@@ -25,7 +25,7 @@ import redis
 import requests
 
 from tests.harness import RedisServer, Stack, free_port, wait_until
-from tests.sseclient import read_stream
+from tests.sseclient import Event, Parser
 
 TERMINAL = ("done", "error", "cancelled")
 FAULT_REDIS_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec",
@@ -132,12 +132,17 @@ class Prober:
                 "mock": {"text": "probe", "tokens_per_second": 0, "ttft_ms": 0}}
         while not self.stop.is_set():
             for method, path in (("POST", "/v1/generations"), ("GET", "/readyz"),
-                                 ("GET", f"/v1/generations/{self.gen_id}")):
+                                 ("GET", f"/v1/generations/{self.gen_id}"),
+                                 ("GET", f"/v1/generations/{self.gen_id}/events")):
                 if "None" in path:
                     continue
                 try:
-                    resp = session.request(method, self.stack.url(path),
+                    # The events route: only its status (the stream itself is read later).
+                    resp = session.request(method, self.stack.url(path), stream=True,
                                            json=body if method == "POST" else None, timeout=15)
+                    if not path.endswith("/events"):
+                        resp.content  # noqa: B018 - read the JSON body before closing
+                    resp.close()
                 except requests.RequestException as exc:
                     self.report.server_errors += 1
                     self.report.problems.append(f"{method} {path}: {type(exc).__name__}")
@@ -178,8 +183,7 @@ def check_generation(stack: Stack, created: dict[str, Any], expected: str,
         report.stuck += 1
         report.problems.append(f"{gen_id} stuck in {record['status']}")
         return
-    result = read_stream(stack.url(created["stream_url"]), timeout=30)
-    events = result.events
+    events = _read_log(stack.url(created["stream_url"]))
     ids = [e.id for e in events]
     terminals = [e for e in events if e.event in TERMINAL]
     text = "".join(e.data["text"] for e in events if e.event == "delta")
@@ -206,6 +210,21 @@ def check_generation(stack: Stack, created: dict[str, Any], expected: str,
     else:
         report.other_end += 1
         report.problems.append(f"{gen_id}: ended {last.event} {last.data}")
+
+
+def _read_log(url: str, limit_s: float = 30.0) -> list[Event]:
+    """Every event of a stream from the start, or what came within `limit_s`
+    (a log without its end would otherwise keep the stream open forever)."""
+    parser, events = Parser(), []
+    deadline = time.monotonic() + limit_s
+    with requests.get(url, stream=True, timeout=limit_s) as resp:
+        if resp.status_code != 200:
+            return []
+        for chunk in resp.iter_content(chunk_size=None):
+            events.extend(parser.feed(chunk))
+            if (events and events[-1].event in TERMINAL) or time.monotonic() > deadline:
+                break
+    return events
 
 
 def run_case(stack: Stack, server: RedisServer, case: Case, count: int = 10) -> Report:
@@ -282,13 +301,13 @@ def _recovers(stack: Stack, session: requests.Session, report: Report) -> bool:
         resp = wait_until(lambda: (r := session.post(stack.url("/v1/generations"), json=body,
                                                      timeout=10)).status_code == 202 and r,
                           30, 0.2, "POST accepted after the fault")
-        result = read_stream(stack.url(resp.json()["stream_url"]), timeout=60)
+        events = _read_log(stack.url(resp.json()["stream_url"]))
     except (TimeoutError, requests.RequestException) as exc:
         report.problems.append(f"no recovery: {exc}")
         return False
-    joined = "".join(e.data["text"] for e in result.events if e.event == "delta")
-    if not result.events or result.events[-1].event != "done" or joined != text:
-        report.problems.append(f"recovery generation: {result.events[-1:]}")
+    joined = "".join(e.data["text"] for e in events if e.event == "delta")
+    if not events or events[-1].event != "done" or joined != text:
+        report.problems.append(f"recovery generation: {events[-1:]}")
         return False
     return True
 

@@ -27,13 +27,15 @@ def _missing(reason: str) -> None:
     pytest.skip(message)
 
 
-def require_node() -> str:
-    """The `node` executable with tests/js installed; skips (fails under CI) otherwise."""
+def require_node(*packages: str) -> str:
+    """The `node` executable with tests/js installed (`ai` and `packages`); skips
+    (fails under CI) otherwise."""
     node = shutil.which("node")
     if node is None:
         _missing("Node.js: run `sudo apt-get install -y nodejs npm`, then `make js`")
-    if not (JS_DIR / "node_modules" / "ai" / "package.json").exists():
-        _missing("the `ai` package: run `make js` (npm ci in tests/js)")
+    for package in ("ai", *packages):
+        if not (JS_DIR / "node_modules" / package / "package.json").exists():
+            _missing(f"the `{package}` package: run `make js` (npm ci in tests/js)")
     assert node is not None
     return node
 
@@ -44,9 +46,10 @@ def ai_version() -> str:
     return str(manifest["version"])
 
 
-def run_script(script: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Run tests/js/<script> with `config` as its JSON argument; its JSON stdout."""
-    node = require_node()
+def run_script(script: str, config: dict[str, Any], *packages: str) -> dict[str, Any]:
+    """Run tests/js/<script> with `config` as its JSON argument; its JSON stdout.
+    `packages`: the npm packages it needs besides `ai`."""
+    node = require_node(*packages)
     done = subprocess.run([node, str(JS_DIR / script), json.dumps(config)], cwd=JS_DIR,
                           capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=False)
     if done.returncode != 0:

@@ -24,9 +24,12 @@ from webapp.relay.hub import Hub
 from webapp.relay.shardhub import ShardedHub, make_hub
 
 # Commands are short and greenlets wait their turn for a connection, so a few
-# suffice for thousands of readers: with the hub's subscriber and the RQ
-# client that is at most 5 Redis connections per (single-node) web process.
-REDIS_POOL_SIZE = 3
+# suffice for thousands of readers. Readers' log reads have a pool of their
+# own, so a burst of (re)connecting readers never makes a POST, a GET or a
+# cancel wait behind them: with the hub's subscriber and the RQ client that
+# is at most 1 + 8 + 8 + 1 = 18 Redis connections per (single-node) web process.
+REDIS_POOL_SIZE = 8  # the API's requests (admission, records, cancels)
+RELAY_POOL_SIZE = 8  # SSE and facade readers' log reads
 RQ_POOL_SIZE = 1
 # The Cluster client cannot wait for a connection, so it keeps a larger bound per node.
 CLUSTER_POOL_SIZE = 200
@@ -46,6 +49,19 @@ class Services:
     admission: Admission
     # RQ's queues on Spool's own (single) Redis: admission enqueues in its script.
     rq_shared: bool = False
+    # The readers' own client and event log (a separate pool; see RELAY_POOL_SIZE).
+    relay_redis: Redis | None = None
+    relay_log: EventLog | None = None
+
+    @property
+    def reader_redis(self) -> Redis:
+        """The client for readers' log reads."""
+        return self.relay_redis or self.redis
+
+    @property
+    def reader_log(self) -> EventLog:
+        """The event log as readers read it."""
+        return self.relay_log or self.log
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -56,6 +72,9 @@ class Services:
         client = connect(settings.redis_url, cluster=cluster, blocking=True,
                          max_connections=CLUSTER_POOL_SIZE if cluster else REDIS_POOL_SIZE)
         event_log = open_event_log(settings, client)
+        relay_client = client if cluster else connect(settings.redis_url, cluster=False,
+                                                      blocking=True,
+                                                      max_connections=RELAY_POOL_SIZE)
         keys = event_log.keys
         generations = Generations(client, keys, event_log)
         send = None
@@ -77,6 +96,8 @@ class Services:
             hub=make_hub(settings.redis_url, client),
             admission=admission,
             rq_shared=not cluster and settings.rq_redis_url == settings.redis_url,
+            relay_redis=relay_client,
+            relay_log=open_event_log(settings, relay_client),
         )
 
 

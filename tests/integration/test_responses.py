@@ -237,6 +237,15 @@ def test_other_tenant_and_unknown_ids_are_404(client: openai.OpenAI, stack: Stac
     wait_until(lambda: client.responses.retrieve(created.id).status == "completed", timeout=10)
     with pytest.raises(openai.ConflictError):
         client.responses.cancel(created.id)
+    # Another tenant's items cannot be referenced; unknown ones neither.
+    mine = client.responses.retrieve(created.id).output[0].id
+    for key, ref in ((OTHER_KEY, mine), (KEY, mine[:-1] + "7"), (KEY, "msg_nope")):
+        reader = openai.OpenAI(base_url=stack.url("/v1"), api_key=key, max_retries=0)
+        with pytest.raises(openai.BadRequestError) as refused:
+            reader.responses.create(model="mock/mock-1", input=[
+                {"type": "item_reference", "id": ref}])
+        assert isinstance(refused.value.body, dict)
+        assert refused.value.body["param"] == "input[0].id"
 
 
 def test_non_streamed_timeout_is_a_504_and_keeps_running(client: openai.OpenAI,
@@ -263,3 +272,44 @@ def test_disconnected_stream_keeps_running(client: openai.OpenAI) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert client.responses.retrieve(resp_id).output_text == LONG
+
+
+def test_the_sdk_stream_helper_accumulates_and_resumes(client: openai.OpenAI) -> None:
+    with client.responses.stream(model="mock/mock-1", input="x", tools=[WEATHER],
+                                 extra_body=mock(text=TEXT, tool_calls=[
+                                     {"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+                                 ) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert deltas == TEXT and final.output_text == TEXT
+    assert final.output[1].type == "function_call"
+    assert orjson.loads(final.output[1].arguments) == {"city": "Oslo"}
+    # The helper's resume form: the same response from a sequence number on.
+    with client.responses.stream(response_id=final.id, starting_after=5) as resumed:
+        events = list(resumed)
+        again = resumed.get_final_response()
+    assert events[0].sequence_number == 6
+    assert again.output_text == TEXT
+
+
+def test_every_read_is_the_same_bytes(stack: Stack) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "mock/mock-1", "input": "x", "stream": True,
+            **mock(text=TEXT, chunk="char", ttft_ms=500)}  # keep-alives while waiting
+
+    def events(resp: requests.Response) -> list[bytes]:
+        assert resp.status_code == 200
+        assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        frames = [f for f in resp.content.split(b"\n\n") if f]
+        return [f for f in frames if not f.startswith(b":")]  # keep-alive comments aside
+
+    created = requests.post(stack.url("/v1/responses"), json=body, headers=auth, timeout=30)
+    first = events(created)
+    resp_id = "resp_" + created.headers["Spool-Generation-Id"].removeprefix("gen_")
+    url = stack.url(f"/v1/responses/{resp_id}?stream=true")
+    assert events(requests.get(url, headers=auth, timeout=30)) == first
+    resumed = events(requests.get(f"{url}&starting_after=9", headers=auth, timeout=30))
+    assert resumed == first[10:]
+    assert all(f.startswith(b"event: response.") for f in first)
+    done = requests.get(f"{url}&starting_after={len(first) - 1}", headers=auth, timeout=30)
+    assert done.status_code == 200 and done.content == b""

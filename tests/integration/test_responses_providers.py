@@ -165,3 +165,19 @@ def test_a_steady_answer_outlasting_the_idle_timeout_completes(client: openai.Op
                                      input=prompt(text=text, chunk_chars=2, tps=20)[0])
     assert result.status == "completed", result.error
     assert result.output_text == text
+
+
+def test_item_reference_sends_the_earlier_answer(client: openai.OpenAI, fake: FakeProvider,
+                                                 vendor: str) -> None:
+    answer = f"Paris is {uuid.uuid4().hex}."
+    first = client.responses.create(model=f"{vendor}/m", input=prompt(text=answer)[0])
+    [message] = first.output
+    follow_up, key = prompt(text="Noted.")
+    second = client.responses.create(model=f"{vendor}/m", input=[
+        {"role": "user", "content": "Where?"},
+        {"type": "item_reference", "id": message.id},
+        {"role": "user", "content": follow_up}])
+    assert second.output_text == "Noted."
+    [sent] = matching(fake.requests(), key)
+    assistant = [m for m in sent["body"]["messages"] if m["role"] == "assistant"]
+    assert answer in orjson.dumps(assistant).decode()

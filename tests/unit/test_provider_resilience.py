@@ -165,6 +165,15 @@ def test_slow_first_token_within_the_limit_is_fine(run: Any, vendor: str) -> Non
     assert report["error"] is None and text_of(report) == "patience"
 
 
+def test_a_steady_answer_longer_than_the_idle_timeout_is_fine(run: Any, vendor: str) -> None:
+    # 20 pieces, 20 a second: 1 s of answer, never 0.3 s of silence (the idle timer is
+    # per gap; a restarted gevent.Timeout once kept its first deadline and cut it).
+    text = "abcdefghij" * 2
+    report, _ = run(vendor, {"text": text, "chunk_chars": 1, "tps": 20, "ttft_ms": 0},
+                    SPOOL_IDLE_TIMEOUT_S="0.3")
+    assert report["error"] is None and text_of(report) == text
+
+
 def test_a_body_that_never_ends_after_the_answer_is_still_done(run: Any, vendor: str) -> None:
     report, records = run(vendor, {"text": "complete", "fault": "linger"},
                           SPOOL_IDLE_TIMEOUT_S="30")

@@ -11,12 +11,11 @@ from pydantic import TypeAdapter
 
 from webapp.facades.responses_format import (
     ResponseEvents,
-    derived_echo,
     event_line,
     generation_id,
-    head,
     response_id,
 )
+from webapp.facades.responses_store import derived_echo, head, item_location
 
 GEN = "gen_ABCDEFGHIJKLMNOPQRSTUVWX"
 RESP = "resp_ABCDEFGHIJKLMNOPQRSTUVWX"
@@ -178,3 +177,15 @@ def test_derived_echo_for_a_plain_generation() -> None:
     assert echo["tool_choice"] == {"type": "function", "name": "f"}
     Response.model_validate({**head(GEN, 0, {}, echo), "status": "queued", "output": [],
                              "usage": None, "error": None, "incomplete_details": None})
+
+
+def test_item_ids_name_their_response_and_position() -> None:
+    translator = events()
+    for event, data in LOG:
+        translator.feed(event, data)
+    ids = [item["id"] for item in translator.response()["output"]]
+    assert [item_location(i) for i in ids] == [(GEN, 0), (GEN, 1)]
+    random_with_underscore = "gen_ab_cd-EFGHIJKLMNOPQRSTUVWX"
+    assert item_location(f"msg_{random_with_underscore[4:]}_12") == (random_with_underscore, 12)
+    for bad in ("msg_", "msg_x", "msg__3", "fc_abc_x", "call_1", "rs_abc_1"):
+        assert item_location(bad) is None

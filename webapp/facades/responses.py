@@ -42,16 +42,20 @@ from webapp.facades.openai_common import (
     validate,
 )
 from webapp.facades.responses_format import (
-    ECHO_FIELD,
     NOT_STARTED,
     ResponseEvents,
     event_line,
     generation_id,
-    head,
-    response_head,
     response_id,
 )
 from webapp.facades.responses_request import client_param, translate
+from webapp.facades.responses_store import (
+    ECHO_FIELD,
+    from_log,
+    head,
+    resolve_references,
+    response_head,
+)
 from webapp.facades.streaming import translate_log
 from webapp.launch import find_generation, launch_generation, wait_for_end
 from webapp.relay.hub import HubUnavailable
@@ -100,21 +104,15 @@ def _json(gen_id: str, body: dict[str, Any], status: int = 200) -> Response:
     return response
 
 
-def _from_log(svc: Services, gen_id: str, record: dict[str, str]) -> ResponseEvents:
-    """The translator after every event of the log so far."""
-    events = ResponseEvents(response_head(gen_id, record))
-    for entry in svc.log.read_all(gen_id):
-        events.feed(entry.event, orjson.loads(entry.data))
-    return events
-
-
 @bp.post("/v1/responses")
 def create() -> ResponseReturnValue:
     """Create a response: queued (background), streamed, or waited for."""
     svc = services()
     tenant = authenticate(svc.settings)
-    asked = translate(require_json_object(request), svc.settings.default_provider,
-                      svc.settings.provider_names)
+    fields = require_json_object(request)
+    if "input" in fields:
+        fields["input"] = resolve_references(svc, tenant, fields["input"])
+    asked = translate(fields, svc.settings.default_provider, svc.settings.provider_names)
     body = validate(svc, asked.generation, asked.echo["model"],
                     lambda param: client_param(param, asked))
     launched = launch_generation(svc, tenant, body,
@@ -142,7 +140,7 @@ def _wait(svc: Services, gen_id: str) -> Response:
                        f"{svc.settings.chat_timeout_s:g}s; it keeps running: read it with "
                        f"GET /v1/responses/{resp_id}",
                        headers={**NO_RETRY, GENERATION_ID_HEADER: gen_id})
-    events = _from_log(svc, gen_id, record)
+    events = from_log(svc, gen_id, record)
     if events.status == "failed":
         status, error = generation_error(orjson.loads(record.get("error") or "{}"))
         response = openai_error(status, error)
@@ -198,7 +196,7 @@ def retrieve(resp_id: str) -> ResponseReturnValue:
         abandon = record.get("abandon_after_s")
         events = ResponseEvents(response_head(gen_id, record), after)
         return _stream(svc, gen_id, events, int(abandon) if abandon else None)
-    return _json(gen_id, _from_log(svc, gen_id, record).response())
+    return _json(gen_id, from_log(svc, gen_id, record).response())
 
 
 @bp.post("/v1/responses/<resp_id>/cancel")
@@ -215,4 +213,4 @@ def cancel(resp_id: str) -> ResponseReturnValue:
         ended = wait_for_end(svc, gen_id, CANCEL_WAIT_S) or record
     except HubUnavailable:
         ended = record
-    return _json(gen_id, _from_log(svc, gen_id, ended).response())
+    return _json(gen_id, from_log(svc, gen_id, ended).response())

@@ -20,7 +20,8 @@ Every event carries `sequence_number`, counted from 0 over this sequence, so
 every read of a response numbers its events alike and `starting_after=N`
 (events numbered N or less are skipped) resumes exactly. The response object
 of `GET /v1/responses/{id}` is the translator's state after the log so far,
-the same object the terminal event carries.
+the same object the terminal event carries; `responses_store` builds its
+fixed fields (`head`) from the generation's record.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_
 ERROR_CODES = {"rate_limited": "rate_limit_exceeded", "invalid_request": "invalid_prompt"}
 DEFAULT_ERROR_CODE = "server_error"
 NOT_STARTED = -1  # starting_after that sends every event
-ECHO_FIELD = "responses"  # of the record: the request fields a response echoes (JSON)
+DELTA_TYPE = "response.output_text.delta"
+DELTA_HEAD = (b"event: " + DELTA_TYPE.encode() + b'\ndata: {"type":"' + DELTA_TYPE.encode()
+              + b'","sequence_number":')
+DELTA_TAIL = b',"logprobs":[]}\n\n'
 
 
 def response_id(gen_id: str) -> str:
@@ -97,6 +101,7 @@ class ResponseEvents:
     _started: bool = field(default=False, init=False)
     _texts: list[str] = field(default_factory=list, init=False)  # of the open message
     _open: dict[str, Any] | None = field(default=None, init=False)  # the open message
+    _delta_mid: bytes = field(default=b"", init=False, repr=False)
 
     @property
     def last_sequence_number(self) -> int:
@@ -142,9 +147,17 @@ class ResponseEvents:
                                 {"output_index": len(self.output) - 1, "item": self._open})
             lines += self._emit("response.content_part.added",
                                 {**self._where(), "part": _part("")})
+            # Everything of a delta event but its number and text, encoded once per
+            # message: the bytes `_emit` would make, at a quarter of the cost per token.
+            where = orjson.dumps(self._where())[1:-1]
+            self._delta_mid = b"," + where + b',"delta":'
         self._texts.append(delta)
-        return lines + self._emit("response.output_text.delta",
-                                  {**self._where(), "delta": delta, "logprobs": []})
+        self._seq += 1
+        if self._seq <= self.starting_after:
+            return lines
+        lines.append(DELTA_HEAD + str(self._seq).encode() + self._delta_mid
+                     + orjson.dumps(delta) + DELTA_TAIL)
+        return lines
 
     def _close(self, status: str) -> list[bytes]:
         """Close the open message item (if any) with `status`."""
@@ -226,6 +239,8 @@ class ResponseEvents:
         """The events for one Spool event (notices have none)."""
         if self.ended:
             return []
+        if event == DELTA and self._started:  # the hot path: one per token
+            return self.text(data["text"])
         if event == STATUS:
             return self.status_event(str(data.get("status")))
         # A log starts with `status`; if one ever did not, the stream still starts right.
@@ -241,50 +256,3 @@ class ResponseEvents:
         if event == CANCELLED:
             return lines + self.cancel()
         return lines
-
-
-def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool.get("function") or {}
-    return {"type": "function", "name": function.get("name"),
-            "description": function.get("description"),
-            "parameters": function.get("parameters"), "strict": False}
-
-
-def _chat_tool_choice(choice: Any) -> Any:
-    if isinstance(choice, dict):
-        return {"type": "function", "name": (choice.get("function") or {}).get("name")}
-    return choice or "auto"
-
-
-def derived_echo(request: dict[str, Any]) -> dict[str, Any]:
-    """What a response object echoes, for a generation not started as a response."""
-    response_format = request.get("response_format") or {"type": "text"}
-    return {
-        "model": f"{request.get('provider')}/{request.get('model')}",
-        "instructions": request.get("system"),
-        "tools": [_chat_tool(t) for t in request.get("tools") or []],
-        "tool_choice": _chat_tool_choice(request.get("tool_choice")),
-        "max_output_tokens": request.get("max_tokens"),
-        "temperature": request.get("temperature"),
-        "top_p": None,
-        "parallel_tool_calls": True,
-        "background": False,
-        "text": {"format": {"type": response_format.get("type", "text")}},
-        "truncation": "disabled",
-    }
-
-
-def head(gen_id: str, created_ms: int, metadata: dict[str, Any],
-         echo: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a response object that its log does not change."""
-    return {"id": response_id(gen_id), "object": "response", "created_at": created_ms // 1000,
-            "metadata": metadata, "previous_response_id": None, **echo}
-
-
-def response_head(gen_id: str, record: dict[str, str]) -> dict[str, Any]:
-    """`head` from a generation's record (the same as at its creation)."""
-    raw_echo = record.get(ECHO_FIELD)
-    echo = (orjson.loads(raw_echo) if raw_echo
-            else derived_echo(orjson.loads(record.get("request") or "{}")))
-    return head(gen_id, int(record.get("created_ms", 0)),
-                orjson.loads(record.get("metadata") or "{}"), echo)

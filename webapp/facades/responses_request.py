@@ -148,8 +148,8 @@ def translate_input(value: Any) -> tuple[list[dict[str, Any]], list[int]]:
             message = _message(item, param)
         else:
             raise invalid(f"input items of type {kind!r} are not supported (message, "
-                          "function_call and function_call_output are)", f"{param}.type",
-                          "unsupported_value")
+                          "function_call, function_call_output and item_reference are)",
+                          f"{param}.type", "unsupported_value")
         messages.append(message)
         origins.append(index)
     return messages, origins

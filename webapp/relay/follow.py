@@ -16,13 +16,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import gevent.queue
 
 from spool.events import LogEntry
 from spool.log import READ_PAGE
+from spool.metrics import RECORDER, STREAMS_DIRECT
 from webapp.relay.hub import Gap, Item, Live, Subscription
+from webapp.relay.subscription import Direct
 from webapp.services import Services
 
 MAX_LIVE_BATCH = 256  # live events handed over in one run at most
@@ -81,7 +82,7 @@ def _until_terminal(entries: list[LogEntry]) -> tuple[list[LogEntry], bool]:
 
 
 def follow_batches(svc: Services, gen_id: str, after: int,
-                   direct: Any = None) -> Iterator[Run | Quiet]:
+                   direct: Direct | None = None) -> Iterator[Run | Quiet]:
     """Every event with seq > `after`, in order, in runs; the last run ends with the terminal.
 
     Backlog (and catch-up) runs hold LogEntry, live runs the hub's Live (its
@@ -89,26 +90,27 @@ def follow_batches(svc: Services, gen_id: str, after: int,
     `next()` if the hub cannot subscribe, and lets redis.RedisError through:
     the caller decides how a cut stream ends.
 
-    `direct`: the client's (gevent) socket of a chunked HTTP/1.1 SSE
-    response. While caught up, the hub writes live events to it itself (see
+    `direct`: the client's connection of a chunked HTTP/1.1 SSE response.
+    While caught up, the hub writes live events to it itself (see
     `webapp.relay.subscription`); those events are not yielded here.
     """
     sub = svc.hub.subscribe(svc.keys.channel(gen_id))
     ping_s = svc.settings.ping_interval_s
     last = after
+    counted = False
     try:
         while True:
             if sub.overflowed:
                 sub.reset()  # before the read, so nothing after it is dropped
             # Paged, so a long log is never one huge read.
-            entries = svc.log.read(gen_id, last, READ_PAGE)
+            entries = svc.reader_log.read(gen_id, last, READ_PAGE)
             if entries:
                 page, ended = _until_terminal(entries)
                 yield page
                 last = page[-1].seq
                 if ended:
                     return
-            elif not svc.redis.exists(svc.keys.log(gen_id)):
+            elif not svc.reader_redis.exists(svc.keys.log(gen_id)):
                 # Past retention (a live log always holds event 1): nothing will
                 # ever come. End without a terminal event; a reconnect gets 410.
                 return
@@ -118,13 +120,16 @@ def follow_batches(svc: Services, gen_id: str, after: int,
             while not sub.overflowed:
                 wait = ping_s - (time.monotonic() - quiet_since)
                 handed = direct is not None and not sub.queue.qsize()
-                if handed:
-                    sub.start_direct(direct._sock, last)  # the raw, non-blocking socket
+                if direct is not None and handed:
+                    if not counted:
+                        RECORDER.inc(STREAMS_DIRECT)
+                        counted = True
+                    sub.start_direct(direct.raw, last)
                 try:
                     first: Item | None = sub.queue.get(timeout=max(wait, 0.0))
                 except gevent.queue.Empty:
                     first = None
-                if handed:
+                if direct is not None and handed:
                     last, pending = sub.stop_direct()
                     if sub.broken:
                         return

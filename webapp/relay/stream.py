@@ -7,10 +7,10 @@ resumes. A terminal event is never invented here.
 
 from __future__ import annotations
 
+import _socket
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import redis
@@ -27,8 +27,9 @@ from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
 from webapp.launch import find_generation
 from webapp.relay.follow import Quiet, follow_batches
-from webapp.relay.hub import HubUnavailable
+from webapp.relay.hub import HubUnavailable, Live
 from webapp.relay.presence import Presence
+from webapp.relay.subscription import Direct
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.stream")
@@ -39,6 +40,8 @@ PRESENCE_EXTENSION = "spool.presence"
 # The hub writes a caught-up reader's live events to its socket itself
 # (webapp/relay/subscription.py); False sends every event through WSGI.
 DIRECT_WRITES = True
+WRITE_BYTES = 8192  # a run of events goes out in writes of about this size at most
+MAX_SOCKET_WRAPPERS = 4  # how deep to look for the raw socket under gunicorn's wrappers
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -101,7 +104,7 @@ def offset_start(svc: Services, gen_id: str, offset: int) -> Opening:
     (empty) delta and the terminal event rather than 204: it has no event id
     to be "past", and this is how it learns the finish reason.
     """
-    entries = svc.log.read_all(gen_id)
+    entries = svc.reader_log.read_all(gen_id)
     text = "".join(orjson.loads(e.data)["text"] for e in entries if e.event == DELTA)
     try:
         _, tail = split_utf16(text, offset)
@@ -132,26 +135,60 @@ def _start_presence() -> None:
     presence(services()).start()
 
 
-def direct_socket() -> Any:
-    """The client's socket if the hub may write this response's live events to it.
+def direct_socket() -> Direct | None:
+    """This response's socket, if the hub may write its live events to it.
 
     Only a plain-TCP gunicorn connection speaking HTTP/1.1 to a GET, whose
-    body gunicorn frames as chunks (the hub writes the same framing). Under
-    any other server, TLS terminated by gunicorn, or HTTP/1.0, None: every
-    event then goes through the WSGI response as usual.
+    body gunicorn frames as chunks (the hub writes the same framing). The
+    hub needs the raw non-blocking socket under gunicorn's (and gevent's)
+    wrappers; under any other server, with TLS terminated by gunicorn, for
+    HTTP/1.0, or whenever the raw socket cannot be found, None: every event
+    then goes through the WSGI response as usual.
     """
     environ = request.environ
     sock = environ.get("gunicorn.socket")
     if (not DIRECT_WRITES or sock is None or environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
-            or request.method != "GET" or hasattr(sock, "cipher")
-            or not hasattr(sock, "_sock")):
+            or request.method != "GET"):
         return None
-    return sock
+    raw = sock
+    for _ in range(MAX_SOCKET_WRAPPERS):
+        if hasattr(raw, "cipher") or hasattr(raw, "_sslobj"):
+            return None  # TLS: the bytes must go through the TLS layer
+        if isinstance(raw, _socket.socket):  # the C socket (gevent's wraps one)
+            break
+        raw = getattr(raw, "_sock", None)
+        if raw is None:
+            return None
+    else:
+        return None
+    if raw.gettimeout() != 0.0:
+        return None  # a blocking socket would stall the hub
+    return Direct(raw, sock.sendall)
+
+
+def _writes(batch: list[LogEntry] | list[Live]) -> Iterator[bytes]:
+    """A run's frames joined into writes of about WRITE_BYTES at most.
+
+    One write per run keeps syscalls few; the cap bounds what a reader that
+    stopped reading holds while its write waits (the bytes, and gunicorn's
+    chunk-framed copy of them), whatever the size of the run.
+    """
+    parts: list[bytes] = []
+    size = 0
+    for item in batch:
+        frame = _frame(item) if isinstance(item, LogEntry) else item.frame
+        if parts and size + len(frame) > WRITE_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+        parts.append(frame)
+        size += len(frame)
+    if parts:
+        yield b"".join(parts)
 
 
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
           watch: Presence | None = None, abandon_s: int | None = None,
-          direct: Any = None) -> Iterator[bytes]:
+          direct: Direct | None = None) -> Iterator[bytes]:
     """Yield SSE bytes from event `after` on until the terminal event.
 
     Each run of consecutive events (a backlog page, or all live events
@@ -171,8 +208,7 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
             if isinstance(batch, Quiet):
                 yield sse.PING
             else:
-                yield b"".join(_frame(item) if isinstance(item, LogEntry) else item.frame
-                               for item in batch)
+                yield from _writes(batch)
     except HubUnavailable:
         return
     except redis.RedisError as exc:
@@ -188,6 +224,9 @@ def _event_stream(body: Iterator[bytes]) -> Response:
         mimetype="text/event-stream",
         content_type="text/event-stream; charset=utf-8",
         headers=SSE_HEADERS,
+        # The body is bytes already: no re-encoding wrapper around it (one
+        # generator fewer on every reader's stack while it waits).
+        direct_passthrough=True,
     )
 
 

@@ -1,0 +1,130 @@
+"""A thousand SSE connections that never read must not hurt anyone else.
+
+Real gunicorn and worker processes; the stalled readers are raw sockets with
+a small receive buffer that send their GET and then read nothing. While they
+hang on a fast ~250 KB answer, the same web process must keep answering a
+POST, /healthz and a normal reader promptly, and hold a bounded amount of
+memory per stalled connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import Api, StackFactory
+from tests.harness import Stack, wait_until
+
+STALLED = 1000
+ANSWER_CHARS = 250_000
+RCVBUF = 4096  # the stalled clients' receive buffer: the server's writes block early
+MAX_KB_PER_STALLED = 30  # web RSS growth per stalled connection, answer streamed
+# Bounds that only a starved process misses (the relay that offered every
+# message to every full queue answered a POST in 21 s, /healthz in 5 s).
+PROMPT_S = 3.0
+
+pytestmark = pytest.mark.slow
+
+
+def web_rss(stack: Stack) -> int:
+    """RSS of the gunicorn worker process (the master only forks it)."""
+    master = psutil.Process(stack.webs[0].proc.pid)
+    return sum(child.memory_info().rss for child in master.children())
+
+
+def open_stalled(port: int, path: str, n: int) -> list[socket.socket]:
+    """`n` connections that send the GET and never read a byte."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               "Accept: text/event-stream\r\n\r\n").encode()
+    sockets = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request)
+        sockets.append(sock)
+    return sockets
+
+
+def streamed_text(api: Api, created: dict[str, Any]) -> str:
+    """The text of a whole stream, checking ids 1..n and one terminal event at the end."""
+    result = api.stream(created)
+    assert result.status == 200 and result.complete
+    assert [e.id for e in result.events] == list(range(1, len(result.events) + 1))
+    assert [e.event for e in result.events].count("done") == 1
+    assert result.events[-1].event == "done"
+    return "".join(e.data["text"] for e in result.events if e.event == "delta")
+
+
+def timed(call: object) -> float:
+    started = time.monotonic()
+    call()  # type: ignore[operator]
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def stalled_stack(make_stack: StackFactory) -> Iterator[Stack]:
+    yield make_stack(env={"SPOOL_MAX_TOKENS_LIMIT": str(ANSWER_CHARS // 4 + 10),
+                          "SPOOL_RATE_LIMIT": "100000"})
+
+
+def stall_on_a_big_answer(api: Api, stack: Stack, text: str, n: int
+                          ) -> tuple[dict[str, Any], list[socket.socket]]:
+    """`n` stalled readers of a new ~250 KB answer, which then streams to its end."""
+    port = stack.webs[0].port
+    assert port is not None
+    big = api.create(text, mock={"tokens_per_second": 0, "ttft_ms": 3000},
+                     max_tokens=ANSWER_CHARS // 4 + 10)
+    sockets = open_stalled(port, big["stream_url"], n)
+    wait_until(lambda: api.generation(big["id"])["status"] == "completed", timeout=120,
+               what="the big answer to finish")
+    time.sleep(1.0)  # the relay has run into every stalled reader's full socket
+    return big, sockets
+
+
+def test_stalled_readers_do_not_slow_anyone_and_their_memory_is_bounded(
+        stalled_stack: Stack) -> None:
+    api = Api(stalled_stack)
+    text = ("The quick brown fox jumps over the lazy dog. " * 6000)[:ANSWER_CHARS]
+    warm = api.create("warm up")
+    assert streamed_text(api, warm) == "warm up"
+    baseline = web_rss(stalled_stack)
+    half = STALLED // 2
+    sockets: list[socket.socket] = []
+    try:
+        _, first = stall_on_a_big_answer(api, stalled_stack, text, half)
+        sockets += first
+        with_half = web_rss(stalled_stack)
+        big, second = stall_on_a_big_answer(api, stalled_stack, text, STALLED - half)
+        sockets += second
+        with_all = web_rss(stalled_stack)
+        # Everyone else is served at once while the stalled readers hang on.
+        assert timed(lambda: api.get("/healthz").raise_for_status()) < PROMPT_S
+        normal: dict[str, Any] = {}
+        post_s = timed(lambda: normal.update(api.create("a normal reader", mock={
+            "tokens_per_second": 200, "ttft_ms": 0})))
+        assert post_s < PROMPT_S
+        read_s = timed(lambda: normal.update(text_read=streamed_text(api, normal)))
+        assert normal["text_read"] == "a normal reader"
+        assert read_s < PROMPT_S
+        # A normal reader of the very answer the others stall on gets it all, exactly.
+        assert streamed_text(api, big) == text
+        # Per stalled connection: the growth from the second batch alone (the
+        # first pays for fixed costs: pools growing, the hub's channel, arenas).
+        per_conn_kb = (with_all - with_half) / 1024 / (STALLED - half)
+        print(f"web RSS: baseline {baseline >> 20} MB, {half} stalled {with_half >> 20} MB, "
+              f"{STALLED} stalled {with_all >> 20} MB: {per_conn_kb:.1f} KB per stalled reader")
+        assert per_conn_kb <= MAX_KB_PER_STALLED
+    finally:
+        for sock in sockets:
+            sock.close()
+    # Not asserted (yet): after they close, the process's RSS stays about 20 MB
+    # above the baseline (see docs/architecture.md, "The relay").
+    time.sleep(5)
+    print(f"web RSS 5 s after they closed: {web_rss(stalled_stack) >> 20} MB")
+    api.session.close()
