@@ -23,10 +23,11 @@ from typing import Any
 import redis
 
 from spool.log import APPENDED_TOO_EARLY
+from spool.settings import Settings
 
 log = logging.getLogger("spool.writer")
 
-WRITE_RETRY_BOUND_S = 20.0  # default SPOOL_WRITE_RETRY_S: then stuck generations end
+WRITE_RETRY_BOUND_S = Settings.write_retry_s  # SPOOL_WRITE_RETRY_S's default: then they end
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0
 UNAVAILABLE_MESSAGE = ("the event store refused writes for too long; "
