@@ -109,6 +109,8 @@ def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deploym
         "cpu_s_per_1k_tok": round(cpu / tokens * 1000, 4) if tokens else None,
         "web_cpu_s_per_1k_tok": round(web_cpu / tokens * 1000, 4) if tokens else None,
         "redis_cpu_s": round(procs.cpu_seconds(redis) - rcpu0, 3),
+        "redis_cpu_s_per_1k_tok": (round((procs.cpu_seconds(redis) - rcpu0) / tokens * 1000, 4)
+                                   if tokens and redis else None),
         "peak_rss_mb": round(sampler.peak("rss") / MB, 1),
         "peak_web_rss_mb": round(sampler.peak("web_rss") / MB, 1),
         "rss_growth_mb": round((sampler.peak("web_rss") - base.web_rss) / MB, 1),

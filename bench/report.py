@@ -19,6 +19,7 @@ COLUMNS = (
     ("added_gap_p99_ms", "+gap99", 7), ("ttft_p50_ms", "ttft50", 7), ("gap_p99_ms", "gap99", 7),
     ("tok_per_s", "tok/s", 7), ("cpu_s_per_1k_tok", "cpu/1k", 7),
     ("web_cpu_s_per_1k_tok", "web/1k", 7), ("redis_cpu_s", "rcpu_s", 6),
+    ("redis_cpu_s_per_1k_tok", "rcpu/1k", 7),
     ("client_cpu_s", "ccpu_s", 6),
     ("peak_rss_mb", "rssMB", 6), ("rss_growth_mb", "+rssMB", 6), ("rss_per_conn_kb", "KB/conn", 7),
     ("idle_rss_per_conn_kb", "KB/idle", 7), ("web_redis_conns", "rconn", 5),
