@@ -40,6 +40,10 @@ log = logging.getLogger("spool.batchfeed")
 MIN_QUEUE_DEPTH = 16
 MAX_QUEUE_DEPTH = 512
 FEED_INTERVAL_S = 0.05
+# With no batch open the feeder looks less often: each look is a round trip,
+# and an idle worker should not spend 20 a second on nothing. A new batch
+# starts feeding within this.
+IDLE_FEED_INTERVAL_S = 0.5
 SWEEP_INTERVAL_S = 1.0
 LOCK_TTL_S = 2.0  # a feeder that dies holds the lock at most this long
 REDISPATCH_AFTER_MS = 30_000  # a dispatched row still queued and absent from RQ this long
@@ -63,17 +67,20 @@ class Feeder:
     def start(self) -> None:
         """Start the feed and sweep loops (idempotent)."""
         if not self._greenlets:
-            self._greenlets = [gevent.spawn(self._loop, self.feed, FEED_INTERVAL_S),
-                               gevent.spawn(self._loop, self.sweep, SWEEP_INTERVAL_S)]
+            self._greenlets = [
+                gevent.spawn(self._loop, self.feed, FEED_INTERVAL_S, IDLE_FEED_INTERVAL_S),
+                gevent.spawn(self._loop, self.sweep, SWEEP_INTERVAL_S, SWEEP_INTERVAL_S)]
 
-    def _loop(self, step: Callable[[], object], interval: float) -> None:
+    def _loop(self, step: Callable[[], object], interval: float, idle: float) -> None:
+        """Run `step` every `interval`, or every `idle` while it finds nothing to do (None)."""
         while True:
+            result: object = 0
             try:
-                step()
+                result = step()
             except redis.RedisError as exc:
                 log.warning("batch %s failed: %s", getattr(step, "__name__", "step"),
                             type(exc).__name__)
-            gevent.sleep(interval)
+            gevent.sleep(idle if result is None else interval)
 
     def _locked(self, key: str) -> redis.lock.Lock | None:
         lock = self.client.lock(key, timeout=LOCK_TTL_S, blocking=False)
@@ -85,10 +92,11 @@ class Feeder:
         with contextlib.suppress(redis.exceptions.LockError):
             lock.release()
 
-    def feed(self) -> int:
-        """Top the RQ batch queue up to its depth, round robin; returns rows fed."""
+    def feed(self) -> int | None:
+        """Top the RQ batch queue up to its depth, round robin; returns rows fed
+        (None: no batch has rows to feed)."""
         if not self.client.llen(self.keys.batches_active()):
-            return 0
+            return None
         lock = self._locked(self.keys.batch_feed_lock())
         if lock is None:
             return 0

@@ -53,8 +53,13 @@ class Claimer:
         """Load the start script (sent as raw EVALSHA in claim pipelines)."""
         self.stores.spool.script_load(START_LUA)
 
-    def claim(self, slots: list[Slot], became_busy: bool) -> None:
-        """Fill in `job`, `execution` and `record` of each slot it could claim."""
+    def claim(self, slots: list[Slot], became_busy: bool, queue_keys: list[str]) -> bool:
+        """Fill in `job`, `execution` and `record` of each slot it could claim.
+
+        Returns whether the queues (`queue_keys`) were empty meanwhile: their
+        lengths ride along, so an idle worker goes straight back to its
+        blocking pop instead of first popping nothing.
+        """
         ids = [slot.job_id for slot in slots]
         pipes = self.stores.pipelines()
         self.stores.leases.queue_acquire(pipes["lease"], ids, self.keeper.owner)
@@ -72,6 +77,9 @@ class Claimer:
         self.worker.set_current_job_id(ids[-1], pipeline=pipes["rq"])
         if became_busy:
             self.worker.set_state(WorkerStatus.BUSY, pipeline=pipes["rq"])
+        lengths_at = len(pipes["rq"])
+        for key in queue_keys:
+            pipes["rq"].llen(key)
         sent = time.monotonic()
         replies = run_pipelines(pipes)
         self._check_lease(replies[id(pipes["lease"])][lease_at], ids)
@@ -87,6 +95,8 @@ class Claimer:
                 slot.started_ms = started
         if len(undo):
             undo.execute()
+        lengths = rq_replies[lengths_at:lengths_at + len(queue_keys)]
+        return all(length == 0 for length in lengths)
 
     def _queue_start(self, pipe: Any, slot: Slot) -> tuple[Job, Execution, int]:
         """RQ's start of one job, queued; returns the stub job, its execution and

@@ -69,6 +69,7 @@ class SpoolWorker(BaseWorker):
         self.batch_slots = batch_cap(slots, ctx.settings.batch_share)
         self.grace_s = ctx.settings.shutdown_grace_s
         self.running: dict[str, Slot] = {}
+        self._queues_empty = False  # seen empty by the last claim: block at once
         self.batch_running = 0
         self.stopping = False
         self._slot_freed = gevent.event.Event()
@@ -146,12 +147,19 @@ class SpoolWorker(BaseWorker):
         after it is recoverable); up to DEQUEUE_BATCH of them share one round trip.
         """
         interactive, batch = self.queues
+        if block and self._queues_empty:
+            self._queues_empty = False  # the last claim saw nothing left: wait for work
+            return self._block(interactive)
         found = self._pop(interactive, min(free, DEQUEUE_BATCH))
         batch_free = min(free - len(found), self.batch_slots - self.batch_running)
         if batch_free > 0 and len(found) < DEQUEUE_BATCH:
             found += self._pop(batch, min(batch_free, DEQUEUE_BATCH - len(found)))
         if found or not block:
             return found
+        return self._block(interactive)
+
+    def _block(self, interactive: Queue) -> list[tuple[str, Queue]]:
+        """Wait (briefly) for an interactive job."""
         job_id = self.connection.blmove(interactive.key, interactive.intermediate_queue_key,
                                         IDLE_BLOCK_S)  # type: ignore[arg-type]
         return [] if job_id is None else [(text(job_id), interactive)]
@@ -174,7 +182,8 @@ class SpoolWorker(BaseWorker):
         became_busy = not self.running
         slots = [self._open_slot(job_id, queue) for job_id, queue in found]
         try:
-            self.claimer.claim(slots, became_busy)
+            self._queues_empty = self.claimer.claim(slots, became_busy,
+                                                    [q.key for q in self.queues])
         except redis.RedisError as exc:
             # Leased ones are settled (requeued) when their leases lapse; unleased
             # ones still in RQ's intermediate list are requeued by the orphan sweep.
