@@ -3,8 +3,9 @@
 `python -m bench.jobpath_client SPEC.json OUT.json`, where SPEC has `mode`:
 
 - `create`: `n` POSTs of `body`, `concurrency` at a time; counts statuses.
-- `first_delta`: `n` times, one after the other: POST, GET the stream_url,
-  read to the first `delta`; the time from sending the POST to it. With
+- `first_delta`: `n` times, one after the other (`pause_s` apart): POST,
+  GET the stream_url, read to the first `delta`; the time from sending the
+  POST to it. With
   `floor: true` the floor server's `POST /chat` (same client, same path
   length: one request less) is timed instead.
 - `burst`: `n` clients at once, each POSTs and reads its stream to the end;
@@ -86,6 +87,9 @@ async def first_delta(spec: dict[str, Any]) -> dict[str, Any]:
         finally:
             resp.close()
         samples.append(time.perf_counter() - t0)
+        # Idle means idle: the previous sample's end (its done event, the
+        # worker's finish) is over before the next POST.
+        await asyncio.sleep(spec.get("pause_s", 0.0))
     return {"samples": samples}
 
 
