@@ -37,6 +37,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from spool.settings import Settings
 from webapp.errors import ApiError
+from webapp.heaptrim import HeapTrimmer
 
 
 class ReadTimeout(TimeoutError):
@@ -199,9 +200,17 @@ class SpoolGeventWorker(GeventWorker):
         self.header_timeout_s = settings.header_timeout_s
         self.body_timeout_s = settings.body_timeout_s
         self._sockets: dict[Any, TimedSocket] = {}
+        self._heap = HeapTrimmer()
         super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        self._heap.opened()
+        try:
+            self._handle_connection(listener, client, addr)
+        finally:
+            self._heap.closed()
+
+    def _handle_connection(self, listener: Any, client: Any, addr: Any) -> None:
         if isinstance(client, ssl.SSLSocket):  # gunicorn's own TLS: keep its checks working
             super().handle(listener, client, addr)
             return
