@@ -1,6 +1,6 @@
 """Follow one generation's log: backlog from Redis, then live from the hub, merged by seq.
 
-Shared by the SSE relay and the OpenAI facade so both get the same
+Shared by the SSE relay and the facades so all get the same
 guarantees. A reader registers with the hub *before* reading the backlog,
 so nothing published meanwhile is missed; live messages at or below what
 was yielded are dropped, and a hole in the sequence (or an overflowing
@@ -8,7 +8,7 @@ queue, or a hub reconnect) sends the reader back to the log.
 
 `follow_batches` hands over runs of consecutive events (a backlog page, or
 every live message already queued), so the relay writes each run with one
-syscall; `follow` is the same stream one event at a time.
+syscall.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class Quiet:
 
 QUIET = Quiet()
 
-Followed = LogEntry | Live | Quiet
 Run = list[LogEntry] | list[Live]
 
 
@@ -151,11 +150,3 @@ def follow_batches(svc: Services, gen_id: str, after: int,
     finally:
         svc.hub.unsubscribe(sub)
 
-
-def follow(svc: Services, gen_id: str, after: int) -> Iterator[Followed]:
-    """`follow_batches`, one event at a time (same order, same guarantees)."""
-    for batch in follow_batches(svc, gen_id, after):
-        if isinstance(batch, Quiet):
-            yield batch
-        else:
-            yield from batch
