@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -222,3 +224,18 @@ class Stack:
 
     def url(self, path: str, web: int = 0) -> str:
         return f"http://127.0.0.1:{self.webs[web].port}{path}"
+
+
+@contextmanager
+def running_stack(redis_url: str, env: dict[str, str], webs: int = 1,
+                  workers: int = 1) -> Iterator[Stack]:
+    """A started stack (`webs` web and `workers` worker processes), closed on exit."""
+    stack = Stack(redis_url, env)
+    try:
+        for _ in range(webs):
+            stack.start_web()
+        for _ in range(workers):
+            stack.start_worker()
+        yield stack
+    finally:
+        stack.close()

@@ -16,7 +16,7 @@ import requests
 
 from spool.ids import is_generation_id
 from tests.conftest import FAST_MOCK
-from tests.harness import RedisServer, Stack, wait_until
+from tests.harness import RedisServer, Stack, running_stack, wait_until
 from tests.nodejs import run_script  # skips (fails under CI) without Node.js
 
 KEY = "sk-aisdk-" + secrets.token_hex(8)
@@ -30,16 +30,12 @@ CALLS = [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "°C"}},
 
 @pytest.fixture(scope="module")
 def stack(redis_server: Any) -> Iterator[Stack]:
-    shared = Stack(redis_server.url, {
-        "SPOOL_API_KEYS": f"acme:{KEY},globex:{OTHER_KEY}",
-        "SPOOL_SECRET_KEY": secrets.token_hex(32),
-        "SPOOL_PING_INTERVAL_S": "0.2",  # keep-alive comments must not trip the SDK's parser
-    })
-    shared.start_web()
-    shared.start_web()  # a reconnect may land on another web process
-    shared.start_worker()
-    yield shared
-    shared.close()
+    with running_stack(redis_server.url, {
+            "SPOOL_API_KEYS": f"acme:{KEY},globex:{OTHER_KEY}",
+            "SPOOL_SECRET_KEY": secrets.token_hex(32),
+            "SPOOL_PING_INTERVAL_S": "0.2",  # keep-alive comments must not trip the SDK's parser
+        }, webs=2) as shared:  # a reconnect may land on another web process
+        yield shared
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import requests
 
 from spool.keys import Keys
 from tests.conftest import FAST_MOCK
-from tests.harness import Stack, wait_until
+from tests.harness import Stack, running_stack, wait_until
 from tests.sseclient import read_stream
 
 KEY = "sk-facade-" + secrets.token_hex(8)
@@ -33,17 +33,14 @@ CALLS = [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "°C"}},
 
 @pytest.fixture(scope="module")
 def stack(redis_server: Any) -> Iterator[Stack]:
-    shared = Stack(redis_server.url, {
-        "SPOOL_API_KEYS": f"acme:{KEY}",
-        "SPOOL_SECRET_KEY": SECRET,
-        "SPOOL_CHAT_TIMEOUT_S": str(CHAT_TIMEOUT_S),
-        # Keep-alive comments while waiting for a first token must not trip the SDK.
-        "SPOOL_PING_INTERVAL_S": "0.2",
-    })
-    shared.start_web()
-    shared.start_worker()
-    yield shared
-    shared.close()
+    with running_stack(redis_server.url, {
+            "SPOOL_API_KEYS": f"acme:{KEY}",
+            "SPOOL_SECRET_KEY": SECRET,
+            "SPOOL_CHAT_TIMEOUT_S": str(CHAT_TIMEOUT_S),
+            # Keep-alive comments while waiting for a first token must not trip the SDK.
+            "SPOOL_PING_INTERVAL_S": "0.2",
+        }) as shared:
+        yield shared
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import FAST_MOCK
-from tests.harness import Stack, wait_until
+from tests.harness import Stack, running_stack, wait_until
 
 KEY = "sk-responses-" + secrets.token_hex(8)
 OTHER_KEY = "sk-other-" + secrets.token_hex(8)
@@ -35,16 +35,13 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Weather fo
 
 @pytest.fixture(scope="module")
 def stack(redis_server: Any) -> Iterator[Stack]:
-    shared = Stack(redis_server.url, {
-        "SPOOL_API_KEYS": f"acme:{KEY},other:{OTHER_KEY}",
-        "SPOOL_SECRET_KEY": SECRET,
-        "SPOOL_CHAT_TIMEOUT_S": str(CHAT_TIMEOUT_S),
-        "SPOOL_PING_INTERVAL_S": "0.2",
-    })
-    shared.start_web()
-    shared.start_worker()
-    yield shared
-    shared.close()
+    with running_stack(redis_server.url, {
+            "SPOOL_API_KEYS": f"acme:{KEY},other:{OTHER_KEY}",
+            "SPOOL_SECRET_KEY": SECRET,
+            "SPOOL_CHAT_TIMEOUT_S": str(CHAT_TIMEOUT_S),
+            "SPOOL_PING_INTERVAL_S": "0.2",
+        }) as shared:
+        yield shared
 
 
 @pytest.fixture(scope="module")

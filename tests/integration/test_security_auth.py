@@ -16,7 +16,7 @@ import requests
 
 from spool.tokens import sign_stream_token
 from tests.conftest import FAST_MOCK, Api
-from tests.harness import Stack, free_port
+from tests.harness import Stack, free_port, running_stack
 
 SECRET = "s" * 20 + secrets.token_hex(16)
 KEY_A = "ka-" + secrets.token_hex(16)
@@ -34,24 +34,21 @@ HOLD = {"ttft_ms": 60_000}  # a generation that stays queued/running for the tes
 
 @pytest.fixture(scope="module")
 def auth_stack(redis_server: Any) -> Iterator[Stack]:
-    stack = Stack(redis_server.url, {
-        "SPOOL_API_KEYS": f"alpha:{KEY_A},alpha:{KEY_A2},beta:{KEY_B}",
-        "SPOOL_SECRET_KEY": SECRET,
-        "SPOOL_CORS_ORIGINS": ORIGIN,
-        "SPOOL_ACCESS_LOG": "1",
-        "SPOOL_LOG_LEVEL": "debug",
-        "SPOOL_WEB_GRACE_S": "2",  # idle keep-alive clients would hold shutdown for 20 s
-        "OPENAI_API_KEY": OPENAI_KEY,
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
-        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{free_port()}",
-        "SPOOL_RETRY_ATTEMPTS": "1",
-        "SPOOL_RETRY_BASE_S": "0",
-    })
-    stack.start_web()
-    stack.start_worker()
-    yield stack
-    stack.close()
+    with running_stack(redis_server.url, {
+            "SPOOL_API_KEYS": f"alpha:{KEY_A},alpha:{KEY_A2},beta:{KEY_B}",
+            "SPOOL_SECRET_KEY": SECRET,
+            "SPOOL_CORS_ORIGINS": ORIGIN,
+            "SPOOL_ACCESS_LOG": "1",
+            "SPOOL_LOG_LEVEL": "debug",
+            "SPOOL_WEB_GRACE_S": "2",  # idle keep-alive clients would hold shutdown for 20 s
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+            "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{free_port()}",
+            "SPOOL_RETRY_ATTEMPTS": "1",
+            "SPOOL_RETRY_BASE_S": "0",
+        }) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
