@@ -4,12 +4,14 @@ Requests are translated from the API's OpenAI-style shape: `system` goes to
 the top level, tools get `input_schema`, assistant `tool_calls` become
 `tool_use` blocks and `tool` messages `tool_result` blocks. `temperature` is
 never sent (the current API version rejects it). The streamed body is read
-raw and parsed with orjson (see `_sse`).
+raw and parsed with orjson (see `_sse`). The request is sent with the SDK's
+own `post` (auth, version header, base URL, timeouts, status errors), not
+the typed `messages.create`, whose argument handling we do not need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -31,6 +33,7 @@ from worker.providers.base import (
 if TYPE_CHECKING:
     from spool.settings import Settings
 
+MESSAGES_PATH = "/v1/messages"
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -55,7 +58,7 @@ ERROR_TYPES = {
 
 def build(settings: Settings, name: str = "anthropic") -> AnthropicProvider:
     """The adapter for the configured provider `name` (of kind `anthropic`)."""
-    return AnthropicProvider(settings.providers[name])
+    return AnthropicProvider(settings.providers[name], settings.worker_slots)
 
 
 def stream_error(body: Any) -> ProviderError:
@@ -158,17 +161,23 @@ class AnthropicProvider(SDKProvider):
     sdk_error_class = anthropic.AnthropicError
     status_error_class = anthropic.APIStatusError
 
-    def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout) -> anthropic.Anthropic:
-        """An `anthropic.Anthropic` client with SDK retries off."""
+    def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout,
+                    limits: httpx2.Limits) -> anthropic.Anthropic:
+        """An `anthropic.Anthropic` client with SDK retries off, over a pool with `limits`."""
+        http_client = anthropic.DefaultHttpxClient(timeout=timeout, limits=limits)
         return anthropic.Anthropic(api_key=config.api_key or PLACEHOLDER_KEY,
-                                   base_url=config.base_url, max_retries=0, timeout=timeout)
+                                   base_url=config.base_url, max_retries=0, timeout=timeout,
+                                   http_client=http_client)
 
-    def create_call(self) -> Callable[..., Any]:
-        """`messages.with_streaming_response.create`."""
-        return self._client.messages.with_streaming_response.create
+    def send(self, body: bytes) -> httpx2.Response:
+        """POST `/v1/messages` with the SDK's `post`, the response streamed, unread."""
+        response: httpx2.Response = self._client.post(
+            MESSAGES_PATH, cast_to=httpx2.Response, content=body, stream=True,
+            stream_cls=anthropic.Stream[Any])
+        return response
 
     def params(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Messages API arguments (translated from the API's OpenAI-style shape)."""
+        """The Messages API body (translated from the API's OpenAI-style shape)."""
         return request_params(request, self.default_model)
 
     def status_message(self, exc: Any) -> str:

@@ -2,14 +2,15 @@
 
 Every provider of this kind uses it: OpenAI itself and any OpenAI-compatible
 server (vLLM, Ollama, llama.cpp, Gemini, a proxy) at its configured base URL.
-The SDK sends the request (auth, base URL, timeouts, status errors); the
-streamed body is read raw and parsed with orjson (see `_sse`); opening and
-error mapping are shared with the other kind (`_sdk`).
+The SDK sends the request (auth, base URL, timeouts, status errors) with its
+own `post`, the call its README gives for requests outside the typed
+methods; the streamed body is read raw and parsed with orjson (see `_sse`);
+opening and error mapping are shared with the other kind (`_sdk`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -37,13 +38,17 @@ FINISH_REASONS = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
+CHAT_PATH = "/chat/completions"
+# What `chat.completions.create` sends with: the API key as a bearer token (the
+# admin key, which the default options would add too, is for admin endpoints).
+CHAT_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
 IN_BAND_TYPES = {"rate_limit_exceeded": "rate_limited", "requests": "rate_limited",
                  "tokens": "rate_limited", "invalid_request_error": "invalid_request"}
 
 
 def build(settings: Settings, name: str = "openai") -> OpenAIProvider:
     """The adapter for the configured provider `name` (of kind `openai`)."""
-    return OpenAIProvider(settings.providers[name])
+    return OpenAIProvider(settings.providers[name], settings.worker_slots)
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
@@ -167,17 +172,23 @@ class OpenAIProvider(SDKProvider):
     sdk_error_class = openai.OpenAIError
     status_error_class = openai.APIStatusError
 
-    def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout) -> openai.OpenAI:
-        """An `openai.OpenAI` client with SDK retries off."""
+    def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout,
+                    limits: httpx2.Limits) -> openai.OpenAI:
+        """An `openai.OpenAI` client with SDK retries off, over a pool with `limits`."""
+        http_client = openai.DefaultHttpxClient(timeout=timeout, limits=limits)
         return openai.OpenAI(api_key=config.api_key or PLACEHOLDER_KEY,
-                             base_url=config.base_url, max_retries=0, timeout=timeout)
+                             base_url=config.base_url, max_retries=0, timeout=timeout,
+                             http_client=http_client)
 
-    def create_call(self) -> Callable[..., Any]:
-        """`chat.completions.with_streaming_response.create`."""
-        return self._client.chat.completions.with_streaming_response.create
+    def send(self, body: bytes) -> httpx2.Response:
+        """POST `/chat/completions` with the SDK's `post`, the response streamed, unread."""
+        response: httpx2.Response = self._client.post(
+            CHAT_PATH, cast_to=httpx2.Response, content=body, options=CHAT_OPTIONS,
+            stream=True, stream_cls=openai.Stream[Any])
+        return response
 
     def params(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Chat Completions arguments."""
+        """The Chat Completions body."""
         return request_params(request, self.default_model, self.config.base_url is not None)
 
     def status_message(self, exc: Any) -> str:
