@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     adapters = providers.registry(settings)
     log.info("providers ready in %.2f s: %s", adapters.build_s, ", ".join(
         f"{name} ({config.kind})" for name, config in settings.providers.items()))
+    # Everything made so far (the SDKs' modules and models, ~230k objects) lives
+    # as long as the process: keep it out of the collector's full passes, which
+    # otherwise walk it all every few seconds under load.
+    gc.freeze()
     slots = settings.worker_slots
     rq_client = connect_rq(settings.rq_redis_url, max_connections=RQ_POOL_SIZE, blocking=True)
     worker = SpoolWorker(ctx, rq_client, slots)
