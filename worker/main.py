@@ -31,6 +31,22 @@ log = logging.getLogger("spool.worker")
 RESTART_DELAY_S = 1.0  # before restarting a crashed child
 RQ_POOL_SIZE = 64  # RQ bookkeeping of all slots shares these (callers wait for one)
 SUPERVISE_POLL_S = 0.5
+# Allocations between collections of the youngest generation (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Set the cyclic collector for a process that allocates per token, once started.
+
+    Measured at 300 streams through `openai`: the collector took ~7 % of the
+    worker's CPU. Everything made so far (the SDKs' modules and models, ~230k
+    objects) lives as long as the process, yet every full pass walked it all:
+    freeze it. And the youngest generation was collected ~100 times a second;
+    with a larger threshold most of a generation's short-lived objects are
+    freed by reference counting before a pass ever sees them.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     adapters = providers.registry(settings)
     log.info("providers ready in %.2f s: %s", adapters.build_s, ", ".join(
         f"{name} ({config.kind})" for name, config in settings.providers.items()))
-    # Everything made so far (the SDKs' modules and models, ~230k objects) lives
-    # as long as the process: keep it out of the collector's full passes, which
-    # otherwise walk it all every few seconds under load.
-    gc.freeze()
+    tune_gc()
     slots = settings.worker_slots
     rq_client = connect_rq(settings.rq_redis_url, max_connections=RQ_POOL_SIZE, blocking=True)
     worker = SpoolWorker(ctx, rq_client, slots)
