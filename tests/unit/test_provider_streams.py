@@ -13,6 +13,7 @@ from spool.settings import Settings
 from tests.fakeprovider import FakeProvider, matching, scenario
 from worker.providers import anthropic as anthropic_provider
 from worker.providers import openai as openai_provider
+from worker.providers._sdk import SDK_KEEPALIVE_CONNECTIONS
 from worker.providers.base import Finish, Piece, ProviderError, TextDelta, ToolCallDelta, Usage
 
 PROVIDERS = {"openai": openai_provider, "anthropic": anthropic_provider}
@@ -104,6 +105,7 @@ def test_request_on_the_wire(fake: FakeProvider, vendor: str) -> None:
         assert "temperature" not in body
         assert body["system"] == "Be brief." and body["max_tokens"] == 64
     assert headers["x-stainless-retry-count"] == "0"
+    assert headers["content-type"] == "application/json"  # the SDK's header on our JSON body
 
 
 def test_in_band_error_after_output(fake: FakeProvider, vendor: str) -> None:
@@ -230,3 +232,27 @@ def test_the_body_is_read_below_httpx_with_the_same_text(fake: FakeProvider, ven
     assert served == [True]
     assert text_of(lean) == text_of(plain) == TEXT
     assert [type(p) for p in lean] == [type(p) for p in plain]
+
+
+def test_more_concurrent_streams_than_the_sdk_default_keep_their_connections(
+        fake: FakeProvider, vendor: str) -> None:
+    """The pool keeps a connection per worker slot, not the SDKs' 100: a second
+    wave of as many concurrent streams as slots opens no new connection."""
+    slots = SDK_KEEPALIVE_CONNECTIONS + 20
+    settings = Settings(openai_base_url=fake.openai_base_url,
+                        anthropic_base_url=fake.anthropic_base_url, worker_slots=slots)
+    provider = PROVIDERS[vendor].build(settings)
+
+    def wave() -> set[int]:
+        keys = [uuid.uuid4().hex for _ in range(slots)]
+        streams = [provider.open({"messages": [{"role": "user",
+                                                "content": scenario(text="ok", key=key)}],
+                                  "max_tokens": 8}) for key in keys]  # all open at once
+        for stream in streams:
+            assert text_of(collect(stream)) == "ok"
+        records = fake.requests()
+        return {matching(records, key)[0]["conn"] for key in keys}
+
+    first = wave()
+    assert len(first) == slots
+    assert wave() == first  # every connection went back to the pool and was reused
