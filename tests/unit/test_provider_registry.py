@@ -38,7 +38,7 @@ def test_one_adapter_per_configured_name() -> None:
     assert registry(Settings.from_env(ENV)) is not registry(settings)
 
 
-def test_adapters_with_one_configuration_share_one_client() -> None:
+def test_adapters_with_one_configuration_share_one_shelf_of_clients() -> None:
     settings = Settings.from_env({**ENV, "SPOOL_PROVIDERS": "local,local-2",
                                   "SPOOL_PROVIDER_LOCAL_2_BASE_URL": "http://127.0.0.1:9/v1",
                                   "SPOOL_PROVIDER_LOCAL_2_MODEL": "other",
@@ -48,7 +48,7 @@ def test_adapters_with_one_configuration_share_one_client() -> None:
     adapters = Registry(settings)
     one, two = adapters.get("local"), adapters.get("local-2")
     assert isinstance(one, OpenAIProvider) and isinstance(two, OpenAIProvider)
-    assert one._client is two._client  # same URL, key and timeouts: one connection pool
+    assert one._shelf is two._shelf  # same URL, key and timeouts: the same clients, connections
     assert one.default_model != two.default_model
 
 

@@ -2,12 +2,13 @@
 
 A kind (`openai`, `anthropic`) says how to make its SDK client, how to turn
 a request into the API's JSON body, which endpoint to post it to and how to
-read its error messages; everything else (client reuse, pool sizing, error
-mapping, opening the raw stream, listing models) is here once.
+read its error messages; everything else (lending clients, error mapping,
+opening the raw stream, listing models) is here once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httpx2
@@ -23,26 +24,56 @@ CONNECT_TIMEOUT_S = 10.0
 # The SDK's read timeout is only a backstop: the resilience layer's gevent timeouts fire first.
 READ_TIMEOUT_MARGIN_S = 30.0
 MODELS_TIMEOUT_S = 5.0
-# Both SDKs' default (httpx Limits(max_keepalive_connections=100)): the floor of our pool.
-SDK_KEEPALIVE_CONNECTIONS = 100
-
-# One client (and connection pool) per kind, key, base URL, read timeout and
-# pool size, shared by every adapter with that configuration in the process.
-_clients: dict[tuple[Any, ...], Any] = {}
+# A lent client serves one stream at a time, so its pool keeps the one connection.
+# No total cap: a cap could only make a stream queue with its first-token clock running.
+LENT_CLIENT_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=1)
 
 
-def pool_limits(slots: int) -> httpx2.Limits:
-    """Connection limits for a process running `slots` generations at once.
+class ClientShelf:
+    """The SDK clients of one configuration, each lent to one stream at a time.
 
-    Every slot may hold one stream, so the pool keeps a connection alive per
-    slot (the SDKs keep 100, which made most generations of a busier worker
-    pay a new TCP — and TLS — handshake, and a resolver call through
-    gevent's thread pool). No total cap: the slots already bound how many
-    are open, and a cap could only make a generation queue for a connection
-    with its first-token clock running.
+    Why not one client with a big pool: httpcore re-checks every idle
+    connection of a pool on each request and each response end (a socket
+    poll apiece, and gevent's `poll` is Python), so a pool kept at the
+    worker's concurrency cost O(streams) polls per generation — measured at
+    300 streams, more than half the worker's CPU. The SDKs' default pool
+    keeps 100 idle connections, which bounds that but makes a busier worker
+    open fresh connections (TCP, TLS, a resolver call through gevent's
+    thread pool) for most generations. A shelf of one-connection clients
+    reuses a warm connection per stream at O(1): the most recently returned
+    client first, so the fewest connections stay warm. Clients are made on
+    demand (about 2 ms each, sharing one TLS context), so the shelf grows
+    to the process's peak concurrency for the configuration, no further.
     """
-    return httpx2.Limits(max_connections=None,
-                         max_keepalive_connections=max(slots, SDK_KEEPALIVE_CONNECTIONS))
+
+    def __init__(self, make: Callable[[httpx2.Client], Any],
+                 http_client_class: type[httpx2.Client]) -> None:
+        self._make = make  # an SDK client over the given HTTP client
+        self._http_client_class = http_client_class
+        self._idle: list[Any] = []
+        self._tls = httpx2.create_ssl_context()  # what each client would load for itself
+        self.made = 0
+
+    def take(self) -> Any:
+        """An idle client, or a new one."""
+        if self._idle:
+            return self._idle.pop()
+        self.made += 1
+        return self._make(self._http_client_class(verify=self._tls, limits=LENT_CLIENT_LIMITS))
+
+    def give_back(self, client: Any) -> None:
+        """Return a client whose response is closed (its connection idle, or gone)."""
+        self._idle.append(client)
+
+    @property
+    def idle(self) -> int:
+        """Clients on the shelf now."""
+        return len(self._idle)
+
+
+# One shelf per kind, key, base URL and read timeout, shared by every adapter
+# with that configuration in the process.
+_shelves: dict[tuple[Any, ...], ClientShelf] = {}
 
 
 class SDKProvider:
@@ -52,23 +83,24 @@ class SDKProvider:
     stream_class: ClassVar[type[_sse.SSEStream]]
     sdk_error_class: ClassVar[type[Exception]]  # the SDK's base exception
     status_error_class: ClassVar[type[Exception]]  # the SDK's HTTP-status exception
+    http_client_class: ClassVar[type[httpx2.Client]]  # the SDK's DefaultHttpxClient
 
-    def __init__(self, config: ProviderConfig, slots: int) -> None:
+    def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
         self.default_model = config.model
         self.config = config
-        self._client = self._shared_client(config, slots)
+        self._shelf = self._shared_shelf(config)
 
     # -- what a kind provides
 
     def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout,
-                    limits: httpx2.Limits) -> Any:
-        """A new SDK client for `config` over a pool with `limits` (SDK retries off:
+                    http_client: httpx2.Client) -> Any:
+        """A new SDK client for `config` over `http_client` (SDK retries off:
         `resilient` owns the policy)."""
         raise NotImplementedError
 
-    def send(self, body: bytes) -> httpx2.Response:
-        """POST the JSON `body` to the streaming endpoint through the SDK; the raw
+    def send(self, client: Any, body: bytes) -> httpx2.Response:
+        """POST the JSON `body` to the streaming endpoint with SDK `client`; the raw
         response, its body unread (SDK status errors raised as the SDK raises them)."""
         raise NotImplementedError
 
@@ -82,16 +114,17 @@ class SDKProvider:
 
     # -- shared
 
-    def _shared_client(self, config: ProviderConfig, slots: int) -> Any:
+    def _shared_shelf(self, config: ProviderConfig) -> ClientShelf:
         tuning = config.tuning
         read_s = max(tuning.first_token_timeout_s, tuning.idle_timeout_s) + READ_TIMEOUT_MARGIN_S
-        key = (self.kind, config.api_key, config.base_url, read_s, slots)
-        client = _clients.get(key)
-        if client is None:
-            client = self.make_client(config, httpx2.Timeout(read_s, connect=CONNECT_TIMEOUT_S),
-                                      pool_limits(slots))
-            _clients[key] = client
-        return client
+        key = (self.kind, config.api_key, config.base_url, read_s)
+        shelf = _shelves.get(key)
+        if shelf is None:
+            timeout = httpx2.Timeout(read_s, connect=CONNECT_TIMEOUT_S)
+            shelf = ClientShelf(lambda http: self.make_client(config, timeout, http),
+                                self.http_client_class)
+            _shelves[key] = shelf
+        return shelf
 
     def sdk_error(self, exc: Exception) -> ProviderError:
         """Map an SDK exception raised before the stream started."""
@@ -108,27 +141,39 @@ class SDKProvider:
         (auth, base URL, headers, timeouts, status errors), not its typed
         `create`: that walks every message through the SDK's TypedDict
         transform, a tenth of the worker's CPU per generation when profiled,
-        to produce the JSON we already have.
+        to produce the JSON we already have. The client is lent to the
+        stream, which gives it back once its response is closed.
         """
         body = orjson.dumps(self.params(request))
+        client = self._shelf.take()
         try:
-            response = self.send(body)
+            response = self.send(client, body)
         except self.sdk_error_class as exc:
+            self._shelf.give_back(client)  # the SDK read and closed the error response
             raise self.sdk_error(exc) from exc
         except (httpx2.HTTPError, OSError) as exc:
+            self._shelf.give_back(client)
             raise _sse.transport_error(self.name, exc) from exc
+        except BaseException:
+            # A timeout or kill mid-send: the connection may be half-used, so this
+            # client (and its pool) is dropped rather than lent again.
+            client.close()
+            raise
         if not isinstance(response, httpx2.Response):  # an SDK that changed what it returns
             raise TypeError(f"{self.kind} SDK returned {type(response).__name__}, not a response")
-        stream = self.stream_class(response)
+        stream = self.stream_class(response, release=lambda: self._shelf.give_back(client))
         stream.vendor = self.name  # transport errors name the provider, not the wire format
         return stream
 
     def models(self) -> list[str]:
         """Model ids from the server's `GET …/models`; the default model alone if that fails."""
+        client = self._shelf.take()
         try:
-            raw = self._client.models.with_raw_response.list(timeout=MODELS_TIMEOUT_S)
+            raw = client.models.with_raw_response.list(timeout=MODELS_TIMEOUT_S)
             listed = _sse.loads(raw.http_response.read()).get("data") or []
             ids = [m["id"] for m in listed if isinstance(m, dict) and m.get("id")]
         except (self.sdk_error_class, ProviderError, httpx2.HTTPError, OSError):
             return [self.default_model]
+        finally:
+            self._shelf.give_back(client)
         return ids or [self.default_model]

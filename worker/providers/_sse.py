@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import h11
@@ -177,8 +177,10 @@ class SSEStream:
 
     vendor = "provider"
 
-    def __init__(self, response: httpx2.Response) -> None:
+    def __init__(self, response: httpx2.Response,
+                 release: Callable[[], None] | None = None) -> None:
         self._response = response
+        self._release = release  # called once the response is closed (gives back its client)
         self._closed = False
         self.finished = False
         self._event_iter = self._read_events()
@@ -195,7 +197,13 @@ class SSEStream:
                 return
             raise transport_error(self.vendor, exc) from exc
         finally:
-            self._response.close()
+            self._close_response()
+
+    def _close_response(self) -> None:
+        self._response.close()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
     def _events(self) -> Iterator[Event]:
         """Events until the stream ends or is closed (shared, so `drain` can continue it)."""
@@ -224,4 +232,4 @@ class SSEStream:
     def close(self) -> None:
         """Close the upstream connection; safe to call more than once."""
         self._closed = True
-        self._response.close()
+        self._close_response()

@@ -11,7 +11,7 @@ the typed `messages.create`, whose argument handling we do not need.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -58,7 +58,7 @@ ERROR_TYPES = {
 
 def build(settings: Settings, name: str = "anthropic") -> AnthropicProvider:
     """The adapter for the configured provider `name` (of kind `anthropic`)."""
-    return AnthropicProvider(settings.providers[name], settings.worker_slots)
+    return AnthropicProvider(settings.providers[name])
 
 
 def stream_error(body: Any) -> ProviderError:
@@ -78,8 +78,9 @@ class AnthropicStream(_sse.SSEStream):
 
     vendor = "anthropic"
 
-    def __init__(self, response: httpx2.Response) -> None:
-        super().__init__(response)
+    def __init__(self, response: httpx2.Response,
+                 release: Callable[[], None] | None = None) -> None:
+        super().__init__(response, release)
         self._tool_index: dict[int, int] = {}  # content block index → tool call ordinal
         self._tool_args: dict[int, int] = {}  # block index → argument characters seen
         self._input_tokens = 0
@@ -160,20 +161,21 @@ class AnthropicProvider(SDKProvider):
     stream_class = AnthropicStream
     sdk_error_class = anthropic.AnthropicError
     status_error_class = anthropic.APIStatusError
+    http_client_class = anthropic.DefaultHttpxClient
 
     def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout,
-                    limits: httpx2.Limits) -> anthropic.Anthropic:
-        """An `anthropic.Anthropic` client with SDK retries off, over a pool with `limits`."""
-        http_client = anthropic.DefaultHttpxClient(timeout=timeout, limits=limits)
+                    http_client: httpx2.Client) -> anthropic.Anthropic:
+        """An `anthropic.Anthropic` client over `http_client`, SDK retries off."""
         return anthropic.Anthropic(api_key=config.api_key or PLACEHOLDER_KEY,
                                    base_url=config.base_url, max_retries=0, timeout=timeout,
                                    http_client=http_client)
 
-    def send(self, body: bytes) -> httpx2.Response:
+    def send(self, client: anthropic.Anthropic, body: bytes) -> httpx2.Response:
         """POST `/v1/messages` with the SDK's `post`, the response streamed, unread."""
-        response: httpx2.Response = self._client.post(
-            MESSAGES_PATH, cast_to=httpx2.Response, content=body, stream=True,
-            stream_cls=anthropic.Stream[Any])
+        # Typed by the SDK as the `stream_cls` it would parse into; with `cast_to`
+        # a response class it returns the response itself (`open` checks).
+        response: Any = client.post(MESSAGES_PATH, cast_to=httpx2.Response, content=body,
+                                    stream=True, stream_cls=anthropic.Stream[Any])
         return response
 
     def params(self, request: dict[str, Any]) -> dict[str, Any]:

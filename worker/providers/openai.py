@@ -48,7 +48,7 @@ IN_BAND_TYPES = {"rate_limit_exceeded": "rate_limited", "requests": "rate_limite
 
 def build(settings: Settings, name: str = "openai") -> OpenAIProvider:
     """The adapter for the configured provider `name` (of kind `openai`)."""
-    return OpenAIProvider(settings.providers[name], settings.worker_slots)
+    return OpenAIProvider(settings.providers[name])
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
@@ -171,20 +171,22 @@ class OpenAIProvider(SDKProvider):
     stream_class = OpenAIStream
     sdk_error_class = openai.OpenAIError
     status_error_class = openai.APIStatusError
+    http_client_class = openai.DefaultHttpxClient
 
     def make_client(self, config: ProviderConfig, timeout: httpx2.Timeout,
-                    limits: httpx2.Limits) -> openai.OpenAI:
-        """An `openai.OpenAI` client with SDK retries off, over a pool with `limits`."""
-        http_client = openai.DefaultHttpxClient(timeout=timeout, limits=limits)
+                    http_client: httpx2.Client) -> openai.OpenAI:
+        """An `openai.OpenAI` client over `http_client`, SDK retries off."""
         return openai.OpenAI(api_key=config.api_key or PLACEHOLDER_KEY,
                              base_url=config.base_url, max_retries=0, timeout=timeout,
                              http_client=http_client)
 
-    def send(self, body: bytes) -> httpx2.Response:
+    def send(self, client: openai.OpenAI, body: bytes) -> httpx2.Response:
         """POST `/chat/completions` with the SDK's `post`, the response streamed, unread."""
-        response: httpx2.Response = self._client.post(
-            CHAT_PATH, cast_to=httpx2.Response, content=body, options=CHAT_OPTIONS,
-            stream=True, stream_cls=openai.Stream[Any])
+        # Typed by the SDK as the `stream_cls` it would parse into; with `cast_to`
+        # a response class it returns the response itself (`open` checks).
+        response: Any = client.post(CHAT_PATH, cast_to=httpx2.Response, content=body,
+                                    options=CHAT_OPTIONS, stream=True,
+                                    stream_cls=openai.Stream[Any])
         return response
 
     def params(self, request: dict[str, Any]) -> dict[str, Any]:
