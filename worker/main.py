@@ -8,7 +8,6 @@ restarts one that dies unexpectedly, and exits 0 once all have stopped.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import logging
 import os
@@ -69,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one worker process, or supervise several."""
     args = parse_args(argv)
     settings = Settings.from_env()
-    if args.slots is not None:  # the providers size their connection pools to it
-        settings = dataclasses.replace(settings, worker_slots=args.slots)
     logs.configure_from_settings(settings, os.environ.get("SPOOL_LOG_LEVEL", "INFO"))
     if args.processes > 1:
         return supervise(args)
@@ -81,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("providers ready in %.2f s: %s", adapters.build_s, ", ".join(
         f"{name} ({config.kind})" for name, config in settings.providers.items()))
     tune_gc()
-    slots = settings.worker_slots
+    slots = args.slots or settings.worker_slots
     rq_client = connect_rq(settings.rq_redis_url, max_connections=RQ_POOL_SIZE, blocking=True)
     worker = SpoolWorker(ctx, rq_client, slots)
     log.info("worker %s: %d slots (%d for batch), grace %.0f s", worker.name, slots,

@@ -13,7 +13,6 @@ from spool.settings import Settings
 from tests.fakeprovider import FakeProvider, matching, scenario
 from worker.providers import anthropic as anthropic_provider
 from worker.providers import openai as openai_provider
-from worker.providers._sdk import SDK_KEEPALIVE_CONNECTIONS
 from worker.providers.base import Finish, Piece, ProviderError, TextDelta, ToolCallDelta, Usage
 
 PROVIDERS = {"openai": openai_provider, "anthropic": anthropic_provider}
@@ -236,23 +235,48 @@ def test_the_body_is_read_below_httpx_with_the_same_text(fake: FakeProvider, ven
 
 def test_more_concurrent_streams_than_the_sdk_default_keep_their_connections(
         fake: FakeProvider, vendor: str) -> None:
-    """The pool keeps a connection per worker slot, not the SDKs' 100: a second
-    wave of as many concurrent streams as slots opens no new connection."""
-    slots = SDK_KEEPALIVE_CONNECTIONS + 20
-    settings = Settings(openai_base_url=fake.openai_base_url,
-                        anthropic_base_url=fake.anthropic_base_url, worker_slots=slots)
-    provider = PROVIDERS[vendor].build(settings)
+    """More concurrent streams than the SDKs' default pool keeps (100): a second
+    wave of as many opens no new connection."""
+    streams_at_once = 120
 
     def wave() -> set[int]:
-        keys = [uuid.uuid4().hex for _ in range(slots)]
-        streams = [provider.open({"messages": [{"role": "user",
-                                                "content": scenario(text="ok", key=key)}],
-                                  "max_tokens": 8}) for key in keys]  # all open at once
-        for stream in streams:
+        keys = [uuid.uuid4().hex for _ in range(streams_at_once)]
+        streams = [open_stream(fake, vendor, {"text": "ok", "key": key}) for key in keys]
+        for stream in streams:  # all were open at once; now read each to its end
             assert text_of(collect(stream)) == "ok"
         records = fake.requests()
         return {matching(records, key)[0]["conn"] for key in keys}
 
     first = wave()
-    assert len(first) == slots
-    assert wave() == first  # every connection went back to the pool and was reused
+    assert len(first) == streams_at_once
+    assert wave() == first  # every connection went back and was reused
+
+
+def shelf_of(fake: FakeProvider, vendor: str) -> Any:
+    settings = Settings(openai_base_url=fake.openai_base_url,
+                        anthropic_base_url=fake.anthropic_base_url,
+                        openai_api_key="sk-test-key", anthropic_api_key="ak-test-key")
+    return PROVIDERS[vendor].build(settings)._shelf
+
+
+def test_every_way_a_stream_ends_gives_its_client_back(fake: FakeProvider, vendor: str) -> None:
+    """Read to the end, closed early, or refused with an HTTP error: the client
+    goes back to the shelf once, and the next stream takes it instead of a new one."""
+    shelf = shelf_of(fake, vendor)
+    collect(open_stream(fake, vendor, {"text": "ok"}))
+    idle, made = shelf.idle, shelf.made
+    assert idle >= 1
+
+    stream = open_stream(fake, vendor, {"tokens": 500, "tps": 20})
+    assert shelf.idle == idle - 1  # lent while the stream is open
+    stream.close()
+    stream.close()
+    assert list(stream) == []
+    assert shelf.idle == idle  # given back exactly once
+
+    with pytest.raises(ProviderError):
+        open_stream(fake, vendor, {"fault": "500"})
+    with pytest.raises(ProviderError):
+        collect(open_stream(fake, vendor, {"text": "abcdefgh", "chunk_chars": 2,
+                                           "fault": "drop", "fault_after_tokens": 2}))
+    assert (shelf.idle, shelf.made) == (idle, made)
