@@ -123,6 +123,9 @@ class SDKProvider:
             timeout = httpx2.Timeout(read_s, connect=CONNECT_TIMEOUT_S)
             shelf = ClientShelf(lambda http: self.make_client(config, timeout, http),
                                 self.http_client_class)
+            # The first client costs ~50 ms (the SDK's lazy imports): pay it at start,
+            # not in a generation's first-token window.
+            shelf.give_back(shelf.take())
             _shelves[key] = shelf
         return shelf
 
