@@ -62,6 +62,9 @@ def chat_tab(
     """
     from tests.e2e.chat import Chat  # needs Playwright, so only once a browser runs
 
+    # Reduced motion stops the cursor's blink: a blinking cursor is invisible
+    # half the time, so "the cursor shows while streaming" would be a race.
+    context.setdefault("reduced_motion", "reduce")
     ctx = browser.new_context(viewport=context.pop("viewport", DESKTOP), **context)
     chat = Chat(page=ctx.new_page(), base_url=url)
     chat.watch_console()
