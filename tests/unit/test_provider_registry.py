@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
 from spool.settings import Settings
 from tests.harness import ROOT
 from worker.providers import Registry, registry
+from worker.providers._sdk import ClientShelf
 from worker.providers.anthropic import AnthropicProvider
 from worker.providers.base import ProviderError
 from worker.providers.openai import OpenAIProvider
@@ -72,3 +74,18 @@ def test_sdks_are_imported_when_the_registry_is_built(env: dict[str, str],
     done = subprocess.run([sys.executable, "-c", CHECK.format(env=env)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split() == ["False", str(imported)]
+
+
+def test_a_shelf_closes_a_client_left_unused_for_its_idle_time() -> None:
+    import openai
+
+    shelf = ClientShelf(lambda http: openai.OpenAI(api_key="sk", base_url="http://127.0.0.1:9/v1",
+                                                   max_retries=0, http_client=http),
+                        openai.DefaultHttpxClient, idle_s=0.0)
+    first, second = shelf.take(), shelf.take()
+    assert first is not second and shelf.made == 2
+    shelf.give_back(first)
+    time.sleep(0.01)
+    shelf.give_back(second)  # `first` has sat longer than idle_s: closed, not kept
+    assert first.is_closed() and not second.is_closed()
+    assert shelf.idle == 1 and shelf.take() is second

@@ -8,6 +8,8 @@ opening the raw stream, listing models) is here once.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -27,6 +29,9 @@ MODELS_TIMEOUT_S = 5.0
 # A lent client serves one stream at a time, so its pool keeps the one connection.
 # No total cap: a cap could only make a stream queue with its first-token clock running.
 LENT_CLIENT_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=1)
+# A client left on the shelf this long is closed: its connection expired long ago
+# (httpx keeps one 5 s), and a peak's extra clients should not hold sockets for ever.
+SHELF_IDLE_S = 30.0
 
 
 class ClientShelf:
@@ -47,23 +52,30 @@ class ClientShelf:
     """
 
     def __init__(self, make: Callable[[httpx2.Client], Any],
-                 http_client_class: type[httpx2.Client]) -> None:
+                 http_client_class: type[httpx2.Client], idle_s: float = SHELF_IDLE_S) -> None:
         self._make = make  # an SDK client over the given HTTP client
         self._http_client_class = http_client_class
-        self._idle: list[Any] = []
+        self._idle_s = idle_s
+        self._idle: deque[tuple[Any, float]] = deque()  # (client, given back at), oldest first
         self._tls = httpx2.create_ssl_context()  # what each client would load for itself
         self.made = 0
 
     def take(self) -> Any:
-        """An idle client, or a new one."""
+        """The most recently returned client, or a new one."""
         if self._idle:
-            return self._idle.pop()
+            return self._idle.pop()[0]
         self.made += 1
         return self._make(self._http_client_class(verify=self._tls, limits=LENT_CLIENT_LIMITS))
 
     def give_back(self, client: Any) -> None:
-        """Return a client whose response is closed (its connection idle, or gone)."""
-        self._idle.append(client)
+        """Return a client whose response is closed (its connection idle, or gone);
+        close the oldest one on the shelf if it has been unused for `idle_s`."""
+        now = time.monotonic()
+        self._idle.append((client, now))
+        oldest, since = self._idle[0]
+        if len(self._idle) > 1 and now - since > self._idle_s:
+            self._idle.popleft()
+            oldest.close()
 
     @property
     def idle(self) -> int:
