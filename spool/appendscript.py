@@ -15,9 +15,7 @@ so the web's hub handles one message per generation per tick.
 
 from __future__ import annotations
 
-KEYS_PER_EVENT = 6
-ARGS_PER_EVENT = 10  # fixed arguments before the record field/value pairs
-
+# The shared function's K and A (APPEND_ONE_LUA's KEYS and ARGV):
 # K: 1 record, 2 log, 3 text, 4 tool calls, 5 tombstone, 6 channel
 # A: 1 event, 2 data, 3 text, 4 terminal flag, 5 live ttl, 6 final ttl,
 #    7 tombstone ttl, 8 publish command, 9 writer id, 10 writer's number for
@@ -82,22 +80,45 @@ if entry then redis.call(ARGV[8], KEYS[6], entry) end
 return seq
 """
 
-# KEYS: six per event, in order. ARGV: per event, its argument count, then
-# its arguments (as for one event). Returns the seqs, in order.
+# The batched script's own, compact wire format (the bytes per event are
+# most of what the worker sends Redis): no KEYS; ARGV starts with what is the
+# same for every event of a call, then each event in a few arguments.
+# ARGV: 1 live ttl, 2 final ttl, 3 tombstone ttl, 4 publish command,
+#   5..16 the six generation keys as (prefix, suffix) pairs, built by
+#   spool/keys.py: key i of generation G is prefix_i .. G .. suffix_i, in K's
+#   order; then per event: its argument count, then generation id, writer id,
+#   writer's number, event, data, text, terminal flag, record field/value
+#   pairs. Delta and tool_call events set the record's `output` field here.
+# Keys are not declared, so this script is for a single Redis only: the
+# Cluster path sends APPEND_ONE_LUA per event, with its KEYS.
+# Returns the seqs, in order.
+CONSTANTS_PER_CALL = 16  # ARGV before the first event
 APPEND_MANY_LUA = _APPEND_FUNCTION + """
-local seqs, pending, channels = {}, {}, {}
-local command = nil
-local a = 1
-for i = 1, #KEYS / 6 do
+local seqs, pending, channels, gens = {}, {}, {}, {}
+local command = ARGV[4]
+local a = 17
+local i = 0
+while a <= #ARGV do
   local n = tonumber(ARGV[a])
-  local args = {unpack(ARGV, a + 1, a + n)}
-  local k = (i - 1) * 6
-  local seq, entry = append({KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4],
-                             KEYS[k + 5], KEYS[k + 6]}, args)
+  local gen = ARGV[a + 1]
+  local keys = gens[gen]
+  if not keys then
+    keys = {}
+    for k = 1, 6 do keys[k] = ARGV[3 + 2 * k] .. gen .. ARGV[4 + 2 * k] end
+    gens[gen] = keys
+  end
+  local event = ARGV[a + 4]
+  local args = {event, ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[1], ARGV[2],
+                ARGV[3], command, ARGV[a + 2], ARGV[a + 3]}
+  for j = a + 8, a + n do args[#args + 1] = ARGV[j] end
+  if event == 'delta' or event == 'tool_call' then
+    args[#args + 1] = 'output'; args[#args + 1] = '1'
+  end
+  local seq, entry = append(keys, args)
+  i = i + 1
   seqs[i] = seq
   if entry then
-    command = args[8]
-    local channel = KEYS[k + 6]
+    local channel = keys[6]
     local list = pending[channel]
     if not list then
       list = {}

@@ -67,6 +67,23 @@ class Keys:
         """The keys whose lifetime is the generation's retention."""
         return [self.record(gen_id), self.log(gen_id), self.text(gen_id), self.tool_calls(gen_id)]
 
+    def append_keys(self, gen_id: str) -> list[str]:
+        """The append script's six keys, in its order (record, log, text,
+        tool calls, tombstone, channel)."""
+        return [self.record(gen_id), self.log(gen_id), self.text(gen_id),
+                self.tool_calls(gen_id), self.tombstone(gen_id), self.channel(gen_id)]
+
+    def append_key_templates(self) -> list[str]:
+        """`append_keys` as (prefix, suffix) pairs, flattened: key i of a
+        generation is prefix_i + id + suffix_i. The batched append script
+        builds the keys from these, so the worker sends an id, not six keys."""
+        marker = "\x00"
+        templates: list[str] = []
+        for key in self.append_keys(marker):
+            prefix, suffix = key.split(marker)
+            templates.extend((prefix, suffix))
+        return templates
+
     # -- indexes across generations ------------------------------------------
     # A tenant's rate and active keys share a `{<tenant digest>}` hash tag, so
     # on a Redis Cluster the admission script (rate, active place) runs on one

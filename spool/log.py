@@ -70,6 +70,9 @@ class EventLog:
         self.publish_command = publish_command
         self._script = client.register_script(_APPEND_LUA)
         self._many = client.register_script(APPEND_MANY_LUA)
+        self._batch_constants: list[Any] = [
+            retention.live_s, retention.final_s, retention.tombstone_s, publish_command,
+            *keys.append_key_templates()]
 
     @property
     def many_script(self) -> Any:
@@ -141,9 +144,7 @@ class EventLog:
 
     def event_keys(self, gen_id: str) -> list[str]:
         """The append script's six KEYS for `gen_id`."""
-        k = self.keys
-        return [k.record(gen_id), k.log(gen_id), k.text(gen_id), k.tool_calls(gen_id),
-                k.tombstone(gen_id), k.channel(gen_id)]
+        return self.keys.append_keys(gen_id)
 
     def _delta_arguments(self, text: str, writer: tuple[str, int]) -> list[Any]:
         """`arguments` for the commonest event, a plain text delta (once per token)."""
@@ -151,6 +152,52 @@ class EventLog:
         return [DELTA, orjson.dumps({"text": text}).decode(), text, "0", retention.live_s,
                 retention.final_s, retention.tombstone_s, self.publish_command,
                 writer[0], writer[1], "output", "1"]
+
+    @property
+    def batch_constants(self) -> list[Any]:
+        """The batched script's arguments before its first event (appendscript.py):
+        sent once per call, not once per event."""
+        return self._batch_constants
+
+    def batch_arguments(
+        self,
+        gen_id: str,
+        event: str,
+        data: Any,
+        fields: Mapping[str, Any] | None,
+        writer: tuple[str, int],
+    ) -> list[Any]:
+        """One event in the batched script's compact form: its argument count,
+        then id, writer id and number, event, data, text, terminal flag and
+        record fields. About a quarter of the bytes of `arguments` (no keys,
+        no per-call constants): the worker sends this for every token."""
+        if isinstance(data, dict):
+            text = data.get("text", "") if event == DELTA else ""
+            payload: bytes | str = orjson.dumps(data)
+        else:
+            text = orjson.loads(data)["text"] if event == DELTA else ""
+            payload = data
+        args: list[Any] = [7, gen_id, writer[0], writer[1], event, payload, text,
+                           "1" if event in TERMINAL_EVENTS else "0"]
+        if fields:
+            for name, value in fields.items():
+                args.extend((name, value if isinstance(value, str) else dumps(value)))
+            args[0] = len(args) - 1
+        return args
+
+    def expand_batch_arguments(self, compact: list[Any]) -> tuple[list[str], list[Any]]:
+        """`batch_arguments`' event as the single append script's KEYS and ARGV
+        (the Cluster path, which must declare keys)."""
+        _, gen_id, writer_id, number, event, payload, text, terminal, *fields = compact
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8")
+        retention = self.retention
+        args: list[Any] = [event, payload, text, terminal, retention.live_s, retention.final_s,
+                           retention.tombstone_s, self.publish_command, writer_id, number,
+                           *fields]
+        if event in (DELTA, TOOL_CALL):
+            args.extend(("output", "1"))
+        return self.event_keys(gen_id), args
 
     def append(
         self,

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import gevent
@@ -75,7 +76,6 @@ class BatchWriter:
         # append, so an append resent after a lost reply is never applied twice.
         self._writer_ids: dict[str, str] = {}
         self._numbers: dict[str, int] = {}
-        self._keys: dict[str, list[str]] = {}  # each generation's append KEYS, built once
 
     def start(self) -> None:
         """Start the flusher greenlet (idempotent)."""
@@ -121,7 +121,6 @@ class BatchWriter:
         self._with_output.discard(gen_id)
         self._writer_ids.pop(gen_id, None)
         self._numbers.pop(gen_id, None)
-        self._keys.pop(gen_id, None)
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until everything queued so far is written; False on timeout."""
@@ -161,7 +160,8 @@ class BatchWriter:
         """
         if len(batch) >= MERGE_AFTER:
             batch = merge_deltas(batch)
-        items = [(item, self._arguments(item)) for item in batch]
+        arguments = self._arguments
+        items = [(item, arguments(item)) for item in batch]
         while items:
             results = self._attempt([arguments for _, arguments in items])
             done = 0
@@ -181,7 +181,7 @@ class BatchWriter:
             if items:
                 gevent.sleep(self.retry.next_delay())
 
-    def _attempt(self, arguments: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    def _attempt(self, arguments: list[list[Any]]) -> list[Any]:
         """Send every append once; one answer per append for a prefix of them
         (an append's answer is its seq, or the error its group met)."""
         try:
@@ -239,34 +239,31 @@ class BatchWriter:
                   "`unavailable` once it accepts writes", self.retry.bound_s, len(lost))
         return kept
 
-    def _arguments(self, item: _Append) -> tuple[list[str], list[Any]]:
-        writer_id = self._writer_ids.get(item.gen_id)
+    def _arguments(self, item: _Append) -> list[Any]:
+        """The append in the batched script's compact form, numbered once (a
+        resend must carry the same writer id and number)."""
+        gen_id = item.gen_id
+        writer_id = self._writer_ids.get(gen_id)
         if writer_id is None:
-            writer_id = self._writer_ids[item.gen_id] = secrets.token_hex(8)
-        number = self._numbers[item.gen_id] = self._numbers.get(item.gen_id, 0) + 1
-        keys = self._keys.get(item.gen_id)
-        if keys is None:
-            keys = self._keys[item.gen_id] = self.log.event_keys(item.gen_id)
-        return self.log.arguments(item.gen_id, item.event, item.data, item.fields,
-                                  writer=(writer_id, number), keys=keys)
+            writer_id = self._writer_ids[gen_id] = secrets.token_hex(8)
+        number = self._numbers[gen_id] = self._numbers.get(gen_id, 0) + 1
+        return self.log.batch_arguments(gen_id, item.event, item.data, item.fields,
+                                        (writer_id, number))
 
-    def _pack_many(self, group: list[tuple[list[str], list[Any]]]) -> bytes:
-        """One EVALSHA of the batched append script for `group`'s events."""
-        keys: list[str] = []
-        args: list[Any] = []
-        for event_keys, event_args in group:
-            keys.extend(event_keys)
-            args.append(len(event_args))
-            args.extend(event_args)
-        packed: bytes = hiredis.pack_command(
-            ("EVALSHA", self.log.many_script.sha, len(keys), *keys, *args))
+    def _pack_many(self, group: list[list[Any]]) -> bytes:
+        """One EVALSHA of the batched append script for `group`'s events
+        (declaring no keys: it builds them from the ids, appendscript.py)."""
+        log = self.log
+        packed: bytes = hiredis.pack_command(tuple(chain(
+            ("EVALSHA", log.many_script.sha, 0), log.batch_constants, *group)))
         return packed
 
-    def _send_cluster(self, arguments: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    def _send_cluster(self, arguments: list[list[Any]]) -> list[Any]:
         """All appends through a Cluster pipeline (routed by slot; EVAL, as
         redis-py refuses EVALSHA there). Safe to resend whole: appends dedupe."""
         pipe = self.log.client.pipeline(transaction=False)
-        for keys, args in arguments:
+        for compact in arguments:
+            keys, args = self.log.expand_batch_arguments(compact)
             pipe.execute_command("EVAL", self.log.script.script, len(keys), *keys, *args)
         replies: list[Any] = pipe.execute(raise_on_error=False)
         return replies
