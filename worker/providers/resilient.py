@@ -33,6 +33,7 @@ from spool.catalog import configured_providers
 from spool.provider_config import RetryPolicy
 from worker.providers import Registry, registry
 from worker.providers.base import Finish, Piece, ProviderError, Stream, Usage
+from worker.providers.idlewatch import IdleWatch
 
 if TYPE_CHECKING:
     from spool.settings import Settings
@@ -194,27 +195,24 @@ class ResilientStream:
             if isinstance(piece, Finish):
                 _finish_reading(pieces)
                 return
-        while True:
-            # A fresh timer per piece: a cancelled gevent.Timeout started again keeps
-            # its first deadline (gevent 26), which ended every answer streaming for
-            # longer than the idle timeout, however steadily it arrived.
-            timer = gevent.Timeout(idle)
-            timer.start()
-            try:
-                piece = next(pieces, None)
-            except gevent.Timeout as exc:
-                if exc is not timer:
-                    raise
-                raise ProviderError("timeout", f"{name} sent nothing for {idle:g} s",
-                                    retryable=True) from None
-            finally:
-                timer.cancel()
-            if piece is None:
-                return
-            yield piece
-            if isinstance(piece, Finish):
-                _finish_reading(pieces)
-                return
+        watch = IdleWatch(idle)
+        try:
+            while True:
+                try:
+                    piece = watch.read(pieces)
+                except gevent.Timeout as exc:
+                    if exc is not watch.error:
+                        raise
+                    raise ProviderError("timeout", f"{name} sent nothing for {idle:g} s",
+                                        retryable=True) from None
+                if piece is None:
+                    return
+                yield piece
+                if isinstance(piece, Finish):
+                    _finish_reading(pieces)
+                    return
+        finally:
+            watch.close()
 
 
 def _finish_reading(pieces: Iterator[Piece]) -> None:
