@@ -1,13 +1,14 @@
 """The deterministic `mock` provider: no key, no network, same options → same stream.
 
-It paces itself with gevent sleeps against a fixed schedule (not a sleep per
-token relative to "now"), so hundreds of mocks in one process keep their
-rate, and at `tokens_per_second: 0` it still yields to other greenlets.
+It paces itself with one repeating timer per stream, on a fixed schedule (not
+a sleep per token relative to "now"), so hundreds of mocks in one process
+keep their rate at one cheap wake-up per token (a `gevent.sleep` per token
+built and tore down a timer each time); at `tokens_per_second: 0` it still
+yields to other greenlets.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,6 +63,43 @@ def _prompt_tokens(request: dict[str, Any]) -> int:
     return max(1, chars // TOKEN_CHARS)
 
 
+class _Pacer:
+    """Wakes the greenlet that made it at `first_s`, then every `interval_s`.
+
+    Ticks that pass while the stream is not waiting (its consumer was busy)
+    are owed, so the stream catches up with its schedule as the old sleeps did.
+    """
+
+    def __init__(self, first_s: float, interval_s: float) -> None:
+        self._hub = gevent.get_hub()
+        self._greenlet = gevent.getcurrent()
+        self._ready = 0
+        self._waiting = False
+        self._timer: Any = self._hub.loop.timer(max(first_s, 0.0), interval_s)
+        self._timer.start(self._tick)
+
+    def _tick(self) -> None:
+        self._ready += 1
+        if self._waiting:
+            self._waiting = False
+            self._greenlet.switch()
+
+    def wait(self) -> None:
+        """Block until the next tick (at once if one is owed)."""
+        if not self._ready:
+            self._waiting = True
+            try:
+                self._hub.switch()
+            finally:
+                self._waiting = False  # also when woken by an exception (cancel, timeout)
+        self._ready -= 1
+
+    def close(self) -> None:
+        """Stop the timer (idempotent)."""
+        self._timer.stop()
+        self._timer.close()
+
+
 class MockStream:
     """One mock generation; iterate for pieces."""
 
@@ -69,10 +107,13 @@ class MockStream:
         self.request = request
         self.options: dict[str, Any] = request.get("mock") or {}
         self.closed = False
+        self._pacer: _Pacer | None = None
 
     def close(self) -> None:
         """Stop early (nothing upstream to disconnect)."""
         self.closed = True
+        if self._pacer is not None:
+            self._pacer.close()
 
     def _fail(self) -> ProviderError:
         kind = self.options.get("fail_with") or "server_error"
@@ -90,18 +131,25 @@ class MockStream:
         fail_after = opts.get("fail_after_tokens")
         tps = float(opts.get("tokens_per_second", 40))
         interval = 1.0 / tps if tps > 0 else 0.0
-        start = time.monotonic() + int(opts.get("ttft_ms", 300)) / 1000.0
-        gevent.sleep(max(0.0, start - time.monotonic()))
-        for sent, chunk in enumerate(chunks):
-            if self.closed:
-                return
-            if fail_after is not None and sent >= fail_after:
-                raise self._fail()
-            if interval:
-                gevent.sleep(max(0.0, start + sent * interval - time.monotonic()))
-            elif sent % YIELD_EVERY == YIELD_EVERY - 1:
-                gevent.sleep(0)
-            yield TextDelta(chunk)
+        ttft_s = int(opts.get("ttft_ms", 300)) / 1000.0
+        if interval and chunks:
+            self._pacer = _Pacer(ttft_s, interval)
+            try:
+                yield from self._paced(chunks, self._pacer, fail_after)
+            finally:
+                self._pacer.close()
+        else:
+            gevent.sleep(ttft_s)
+            for sent, chunk in enumerate(chunks):
+                if self.closed:
+                    return
+                if fail_after is not None and sent >= fail_after:
+                    raise self._fail()
+                if sent % YIELD_EVERY == YIELD_EVERY - 1:
+                    gevent.sleep(0)
+                yield TextDelta(chunk)
+        if self.closed:
+            return
         if fail_after is not None and fail_after == len(chunks):
             raise self._fail()
         calls = opts.get("tool_calls") or []
@@ -114,6 +162,22 @@ class MockStream:
             yield ToolCallDelta(index, arguments=arguments[middle:])
         yield Usage(_prompt_tokens(self.request), len(chunks))
         yield Finish("tool_calls" if calls else finish)
+
+    def _paced(self, chunks: list[str], pacer: _Pacer,
+               fail_after: int | None) -> Iterator[Piece]:
+        """The chunks on the pacer's schedule (a failure comes when its token would)."""
+        for sent, chunk in enumerate(chunks):
+            if sent == 0:
+                pacer.wait()  # the first token's time: a failure at 0 waits for it too
+            if self.closed:
+                return
+            if fail_after is not None and sent >= fail_after:
+                raise self._fail()
+            if sent:
+                pacer.wait()
+            if self.closed:
+                return
+            yield TextDelta(chunk)
 
 
 class MockProvider:
