@@ -211,11 +211,12 @@ class Runner:
     def _send_text(self, text: str, progress: Progress) -> None:
         if not text:
             return
-        progress.text_parts.append(text)
-        fields = None
-        if len(progress.text_parts) == 1:
-            fields = {"metrics": progress.metrics()}  # ttft visible while streaming
-        self.emit(DELTA, {"text": text}, fields)
+        parts = progress.text_parts
+        parts.append(text)
+        if len(parts) == 1:  # ttft visible while streaming
+            self.emit(DELTA, {"text": text}, {"metrics": progress.metrics()})
+        else:
+            self.ctx.writer.emit(self.gen_id, DELTA, {"text": text})  # once per token
 
     def _finish(self, request: dict[str, Any], progress: Progress,
                 served: dict[str, Any]) -> None:

@@ -92,18 +92,21 @@ class BatchWriter:
         wait: bool = False,
     ) -> int | None:
         """Queue an append; with `wait`, block until written and return its seq."""
-        self.start()
+        if self._greenlet is None:
+            self.start()
         if gen_id in self._unavailable:
             return GAVE_UP if wait else None  # the writer is ending it itself
-        if event in OUTPUT_EVENTS and gen_id not in self._with_output:
+        if gen_id not in self._with_output and event in OUTPUT_EVENTS:
             if self.output_guard is not None:
                 self.output_guard(gen_id)
             self._with_output.add(gen_id)
-        done = gevent.event.AsyncResult() if wait else None
+        if not wait:  # the commonest case, once per token
+            self._pending.append(_Append(gen_id, event, data, fields, None))
+            self._wake.set()
+            return None
+        done = gevent.event.AsyncResult()
         self._pending.append(_Append(gen_id, event, data, fields, done))
         self._wake.set()
-        if done is None:
-            return None
         seq: int = done.get()
         return seq
 
