@@ -74,6 +74,7 @@ class BatchWriter:
         self.output_guard: OutputGuard | None = None
         # Dedup tokens: a writer id per run of a generation, and a number per
         # append, so an append resent after a lost reply is never applied twice.
+        self._conn: Any = None  # the connection kept between flushes (_send)
         self._writer_ids: dict[str, str] = {}
         self._numbers: dict[str, int] = {}
 
@@ -170,8 +171,10 @@ class BatchWriter:
             done = 0
             while done < len(results) and not needs_resend(results[done]):
                 done += 1
-            for (item, _), result in zip(items[:done], results[:done], strict=True):
-                self._answered(item, result)
+            for (item, _), result in zip(items, results[:done], strict=False):
+                # The commonest answer (a seq, nobody waiting) needs nothing.
+                if item.done is not None or type(result) is not int or result < 0:
+                    self._answered(item, result)
             items = items[done:]
             if not items:
                 self.retry.succeeded()
@@ -275,7 +278,12 @@ class BatchWriter:
         """Send `commands` on one connection; extend `results` with one answer per
         event, group by group as read (a failed group answers its error for each)."""
         pool = self.log.client.connection_pool
-        conn = pool.get_connection()
+        # The writer keeps one connection between flushes: checking one out
+        # of the pool costs a lock and a readiness poll per flush. Every
+        # flush reads all its replies, so the connection is clean when kept.
+        conn, self._conn = self._conn, None
+        if conn is None:
+            conn = pool.get_connection()
         try:
             conn.send_packed_command([b"".join(commands)])
             replies = []
@@ -286,9 +294,9 @@ class BatchWriter:
                     replies.append(exc)
         except BaseException:
             conn.disconnect()
-            raise
-        finally:
             pool.release(conn)
+            raise
+        self._conn = conn
         for reply, size in zip(replies, sizes, strict=True):
             if _noscript(reply):
                 # Redis lost its script cache (restart, SCRIPT FLUSH): load,
