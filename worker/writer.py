@@ -12,14 +12,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import gevent
 import gevent.event
-import hiredis
 import redis
 
+from spool.appendwire import DELTA_ARGC, delta_prefix, encode_arguments, encode_delta, pack_call
 from spool.connection import io_purpose, is_cluster
 from spool.events import DELTA, ERROR, TOOL_CALL
 from spool.log import APPENDED_MISSING, EventLog
@@ -75,6 +74,8 @@ class BatchWriter:
         # Dedup tokens: a writer id per run of a generation, and a number per
         # append, so an append resent after a lost reply is never applied twice.
         self._conn: Any = None  # the connection kept between flushes (_send)
+        self._single = not is_cluster(event_log.client)  # else a Cluster (_send_cluster)
+        self._prefixes: dict[str, bytes] = {}  # writer id -> its deltas' first arguments
         self._writer_ids: dict[str, str] = {}
         self._numbers: dict[str, int] = {}
 
@@ -123,7 +124,9 @@ class BatchWriter:
         self._refused.discard(gen_id)
         self._unavailable.discard(gen_id)
         self._with_output.discard(gen_id)
-        self._writer_ids.pop(gen_id, None)
+        writer_id = self._writer_ids.pop(gen_id, None)
+        if writer_id is not None:
+            self._prefixes.pop(writer_id, None)
         self._numbers.pop(gen_id, None)
 
     def drain(self, timeout_s: float) -> bool:
@@ -187,11 +190,11 @@ class BatchWriter:
             if items:
                 gevent.sleep(self.retry.next_delay())
 
-    def _attempt(self, arguments: list[list[Any]]) -> list[Any]:
+    def _attempt(self, arguments: list[Any]) -> list[Any]:
         """Send every append once; one answer per append for a prefix of them
         (an append's answer is its seq, or the error its group met)."""
         try:
-            if is_cluster(self.log.client):
+            if not self._single:
                 return self._send_cluster(arguments)
             # Packed once per attempt, by hand: redis-py's per-command
             # pipeline bookkeeping cost several times what Redis itself spends
@@ -235,6 +238,7 @@ class BatchWriter:
         kept = [(item, arguments) for item, arguments in items if item.gen_id not in lost]
         for gen_id in sorted(lost):
             self._unavailable.add(gen_id)
+            self._prefixes.pop(self._writer_ids.get(gen_id, ""), None)
             self._writer_ids[gen_id] = secrets.token_hex(8)
             self._numbers[gen_id] = 0
             data, fields = unavailable_event()
@@ -245,24 +249,31 @@ class BatchWriter:
                   "`unavailable` once it accepts writes", self.retry.bound_s, len(lost))
         return kept
 
-    def _arguments(self, item: _Append) -> list[Any]:
-        """The append in the batched script's compact form, numbered once (a
-        resend must carry the same writer id and number)."""
+    def _arguments(self, item: _Append) -> Any:
+        """The append, numbered once (a resend must carry the same writer id
+        and number): on a single Redis as (argument count, RESP bytes) of the
+        batched script's compact form, on a Cluster that form's list."""
         gen_id = item.gen_id
         writer_id = self._writer_ids.get(gen_id)
         if writer_id is None:
             writer_id = self._writer_ids[gen_id] = secrets.token_hex(8)
         number = self._numbers[gen_id] = self._numbers.get(gen_id, 0) + 1
-        return self.log.batch_arguments(gen_id, item.event, item.data, item.fields,
+        data = item.data
+        if self._single and item.event == DELTA and item.fields is None \
+                and type(data) is dict and len(data) == 1 and type(data.get("text")) is str:
+            prefix = self._prefixes.get(writer_id)
+            if prefix is None:
+                prefix = self._prefixes[writer_id] = delta_prefix(gen_id, writer_id)
+            return DELTA_ARGC, encode_delta(prefix, number, data["text"])
+        args = self.log.batch_arguments(gen_id, item.event, data, item.fields,
                                         (writer_id, number))
+        return (len(args), encode_arguments(args)) if self._single else args
 
-    def _pack_many(self, group: list[list[Any]]) -> bytes:
+    def _pack_many(self, group: list[tuple[int, bytes]]) -> bytes:
         """One EVALSHA of the batched append script for `group`'s events
         (declaring no keys: it builds them from the ids, appendscript.py)."""
         log = self.log
-        packed: bytes = hiredis.pack_command(tuple(chain(
-            ("EVALSHA", log.many_script.sha, 0), log.batch_constants, *group)))
-        return packed
+        return pack_call(("EVALSHA", log.many_script.sha, 0, *log.batch_constants), group)
 
     def _send_cluster(self, arguments: list[list[Any]]) -> list[Any]:
         """All appends through a Cluster pipeline (routed by slot; EVAL, as
