@@ -25,8 +25,8 @@ STALLED = 1000
 ANSWER_CHARS = 250_000
 RCVBUF = 4096  # the stalled clients' receive buffer: the server's writes block early
 MAX_KB_PER_STALLED = 30  # web RSS growth per stalled connection, answer streamed
-# After all of them close, RSS left above the warm baseline: glibc's free but
-# fragmented heap (measured +16 MB for 1,000, see docs/architecture.md), and
+# After all of them close, RSS left above the warm baseline: allocator arenas
+# pinned by a few survivors (measured +16 MB for 1,000, docs/architecture.md), and
 # what a second identical round may add to it (measured 0-1 MB).
 MAX_RETAINED_MB = 22
 MAX_CREEP_MB = 4
