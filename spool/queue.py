@@ -6,6 +6,8 @@ is the generation id, so RQ's registries and `rq info` name generations.
 
 from __future__ import annotations
 
+import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -62,3 +64,56 @@ def enqueue_generation(
         at_front=at_front,
         pipeline=pipeline,
     )
+
+
+_SENTINEL = "gen_" + "S" * 24  # the shape of a generation id (spool.ids)
+_templates: dict[tuple[int, str, str, int], tuple[tuple[Any, ...], ...]] = {}
+
+
+def _utc_stamp() -> str:
+    # RQ's own timestamp format (rq.utils.utcformat)
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _substitute(arg: Any, gen_id: str) -> Any:
+    if isinstance(arg, str):
+        return arg.replace(_SENTINEL, gen_id)
+    if isinstance(arg, bytes) and arg.startswith(b"x\x9c"):  # the zlib'd call data
+        return zlib.compress(zlib.decompress(arg).replace(_SENTINEL.encode(), gen_id.encode()))
+    return arg
+
+
+def enqueue_commands(rq_client: redis.Redis, keys: Keys, gen_id: str, priority: str,
+                     job_timeout_s: int) -> tuple[tuple[Any, ...], ...]:
+    """The Redis commands of RQ's own enqueue of `gen_id`, not sent.
+
+    Building an rq Job per POST costs ~70 µs of Python; the commands differ
+    between generations only by the id and the timestamps, so RQ builds them
+    once per queue (for a same-length sentinel id) and each call substitutes.
+    Ids of another length take RQ's own path.
+    """
+    if len(gen_id) != len(_SENTINEL):
+        return _recorded(rq_client, keys, gen_id, priority, job_timeout_s)
+    slot = (id(rq_client), keys.queue_name(priority), priority, job_timeout_s)
+    template = _templates.get(slot)
+    if template is None:
+        template = _templates[slot] = _recorded(rq_client, keys, _SENTINEL, priority,
+                                                job_timeout_s)
+    stamp = _utc_stamp()
+    out = []
+    for command in template:
+        args = [_substitute(arg, gen_id) for arg in command]
+        for field in ("created_at", "enqueued_at"):
+            if command[0] == "HSET" and field in args:
+                args[args.index(field) + 1] = stamp
+        out.append(tuple(args))
+    return tuple(out)
+
+
+def _recorded(rq_client: redis.Redis, keys: Keys, gen_id: str, priority: str,
+              job_timeout_s: int) -> tuple[tuple[Any, ...], ...]:
+    recorder = rq_client.pipeline(transaction=False)
+    enqueue_generation(rq_client, keys, gen_id, priority, job_timeout_s, pipeline=recorder)
+    commands = tuple(tuple(args) for args, _ in recorder.command_stack)
+    recorder.reset()
+    return commands

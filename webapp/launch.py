@@ -13,7 +13,7 @@ from spool.admission import IDEMPOTENCY_TTL_S, Refused, Ticket
 from spool.catalog import configured_providers, default_model
 from spool.ids import is_generation_id, new_generation_id
 from spool.limits import queue_release
-from spool.queue import enqueue_generation
+from spool.queue import enqueue_commands, enqueue_generation
 from spool.schemas import GenerationRequest
 from webapp.errors import ApiError
 from webapp.limits import active_error, count_deferred, enforced, rate_error, take_deferred
@@ -114,12 +114,7 @@ def launch_generation(
 def _enqueue_commands(svc: Services, gen_id: str, priority: str) -> tuple[tuple[Any, ...], ...]:
     """RQ's own enqueue of `gen_id`, recorded instead of sent: the admission
     script runs these commands once it admits the generation (one round trip)."""
-    recorder = svc.rq_redis.pipeline(transaction=False)
-    enqueue_generation(svc.rq_redis, svc.keys, gen_id, priority, svc.settings.job_timeout_s,
-                       pipeline=recorder)
-    commands = tuple(tuple(args) for args, _ in recorder.command_stack)
-    recorder.reset()
-    return commands
+    return enqueue_commands(svc.rq_redis, svc.keys, gen_id, priority, svc.settings.job_timeout_s)
 
 
 def _enqueue(svc: Services, ticket: Ticket) -> None:
