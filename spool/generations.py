@@ -7,6 +7,7 @@ script keeps `status`, `last_seq` and `ended` in step with the events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from spool.log import EventLog, dumps
 from spool.schemas import GenerationRequest
 
 CANCEL_REASONS = ("user", "abandoned")
+RECORD_OWNER_FIELD = "tenant"  # set when the record is written, never removed
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Generations:
         body = request.model_dump(mode="json")
         body.update(provider=provider, model=model)
         fields: dict[str, Any] = {
-            "tenant": tenant,
+            RECORD_OWNER_FIELD: tenant,
             "status": "queued",
             "provider": provider,
             "model": model,
@@ -131,6 +133,21 @@ class Generations:
         """The raw record hash, or None when it does not exist (or expired)."""
         record: dict[str, str] = self.client.hgetall(self.keys.record(gen_id))  # type: ignore[assignment]
         return record or None
+
+    def load_fields(self, gen_id: str, fields: Sequence[str]) -> dict[str, str] | None:
+        """Only `fields` of the record (those set); None when there is no record.
+
+        The record carries the whole request (a long prompt or a chat history
+        can be hundreds of KB): a stream's opening needs four small fields,
+        and a crowd of readers fetching the request each would spend the
+        connection pool and the CPU on bytes nobody reads.
+        """
+        names = [RECORD_OWNER_FIELD, *(f for f in fields if f != RECORD_OWNER_FIELD)]
+        values: list[str | None] = self.client.hmget(  # type: ignore[assignment]
+            self.keys.record(gen_id), names)
+        if values[0] is None:  # every record has its owner: no owner, no record
+            return None
+        return {name: value for name, value in zip(names, values, strict=True) if value is not None}
 
     def tombstone_tenant(self, gen_id: str) -> str | None:
         """Tenant of an expired generation whose tombstone still stands."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import redis
 
 from spool.admission import IDEMPOTENCY_TTL_S, Refused, Ticket
 from spool.catalog import configured_providers, default_model
+from spool.generations import Generations
 from spool.ids import is_generation_id, new_generation_id
 from spool.limits import queue_release
 from spool.queue import enqueue_commands, enqueue_generation
@@ -135,11 +137,18 @@ def _enqueue(svc: Services, ticket: Ticket) -> None:
         raise
 
 
-def find_generation(svc: Services, gen_id: str, tenant: str | None) -> dict[str, str]:
-    """The record of `gen_id` if `tenant` owns it (None: any owner); else 404 or 410."""
+def find_generation(svc: Services, gen_id: str, tenant: str | None,
+                    fields: Sequence[str] | None = None,
+                    generations: Generations | None = None) -> dict[str, str]:
+    """The record of `gen_id` if `tenant` owns it (None: any owner); else 404 or 410.
+
+    With `fields`, only those (and the owner) are read; `generations` reads
+    on another client (readers pass their own pool's).
+    """
     if not is_generation_id(gen_id):
         raise ApiError(404, "no such generation")
-    record = svc.generations.load(gen_id)
+    gens = generations or svc.generations
+    record = gens.load(gen_id) if fields is None else gens.load_fields(gen_id, fields)
     if record is not None:
         if tenant is not None and record.get("tenant") != tenant:
             raise ApiError(404, "no such generation")

@@ -52,6 +52,7 @@ class Services:
     # The readers' own client and event log (a separate pool; see RELAY_POOL_SIZE).
     relay_redis: Redis | None = None
     relay_log: EventLog | None = None
+    relay_generations: Generations | None = None
 
     @property
     def reader_redis(self) -> Redis:
@@ -62,6 +63,11 @@ class Services:
     def reader_log(self) -> EventLog:
         """The event log as readers read it."""
         return self.relay_log or self.log
+
+    @property
+    def reader_generations(self) -> Generations:
+        """Records as readers read them (on the readers' pool)."""
+        return self.relay_generations or self.generations
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -77,6 +83,7 @@ class Services:
                                                       max_connections=RELAY_POOL_SIZE)
         keys = event_log.keys
         generations = Generations(client, keys, event_log)
+        relay_log = open_event_log(settings, relay_client)
         send = None
         if not cluster:
             # Concurrent requests share their admission round trips (webapp.batcher).
@@ -97,7 +104,8 @@ class Services:
             admission=admission,
             rq_shared=not cluster and settings.rq_redis_url == settings.redis_url,
             relay_redis=relay_client,
-            relay_log=open_event_log(settings, relay_client),
+            relay_log=relay_log,
+            relay_generations=Generations(relay_client, keys, relay_log),
         )
 
 

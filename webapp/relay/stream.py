@@ -43,6 +43,8 @@ DIRECT_WRITES = True
 WRITE_BYTES = 8192  # a run of events goes out in writes of about this size at most
 MAX_SOCKET_WRAPPERS = 4  # how deep to look for the raw socket under gunicorn's wrappers
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
+# What opening a stream reads of the record: never the request it carries.
+OPENING_FIELDS = ("tenant", "ended", "last_seq", "abandon_after_s")
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -258,7 +260,7 @@ def open_stream(svc: Services, gen_id: str) -> Response:
     resume = parse_resume()
     # Without a token the caller's key decides, before anything is looked up.
     tenant = None if "token" in request.args else authenticate(svc.settings)
-    record = find_generation(svc, gen_id, tenant)
+    record = find_generation(svc, gen_id, tenant, OPENING_FIELDS, svc.reader_generations)
     authorize_stream(svc.settings, gen_id, record.get("tenant", ""))
     logs.bind(tenant=record.get("tenant"))
     ended = int(record.get("ended", 0))
