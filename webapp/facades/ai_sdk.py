@@ -75,7 +75,7 @@ def active_generation(svc: Services, tenant: str, chat_id: str) -> dict[str, str
     gen_id = svc.redis.get(svc.keys.ai_sdk_chat(tenant, chat_id))
     if not isinstance(gen_id, str) or not is_generation_id(gen_id):
         return None
-    record = svc.generations.load(gen_id)
+    record = svc.reader_generations.load_fields(gen_id, ("ended", ABANDON_FIELD))
     if record is None or record.get("tenant") != tenant or "ended" in record:
         return None
     record["id"] = gen_id

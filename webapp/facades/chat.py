@@ -58,7 +58,7 @@ def chat_completions() -> ResponseReturnValue:
     body = validate(svc, completion_request.generation, completion_request.model,
                     lambda param: core_param(param, completion_request))
     gen_id, _ = start_generation(svc, tenant, body)
-    record = svc.generations.load(gen_id) or {}
+    record = svc.generations.load_fields(gen_id, ("created_ms",)) or {}
     created = int(record.get("created_ms", 0)) // 1000
     if completion_request.stream:
         chunks = ChunkStream(gen_id, created, completion_request.model,
