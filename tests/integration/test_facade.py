@@ -6,6 +6,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import openai
@@ -71,6 +72,11 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+def created_s(record: dict[str, Any]) -> int:
+    """The generation's creation time in whole seconds (what `created` says)."""
+    return int(datetime.fromisoformat(record["created_at"].replace("Z", "+00:00")).timestamp())
+
+
 def test_non_streamed_exact_text_and_usage(client: openai.OpenAI, stack: Stack,
                                            spool: requests.Session) -> None:
     raw = client.chat.completions.with_raw_response.create(
@@ -87,6 +93,7 @@ def test_non_streamed_exact_text_and_usage(client: openai.OpenAI, stack: Stack,
     assert choice.finish_reason == "stop"
     record = generation(stack, spool, gen_id)
     assert record["status"] == "completed" and record["text"] == TEXT
+    assert result.created == created_s(record)
     assert result.usage is not None
     assert result.usage.prompt_tokens == record["usage"]["input_tokens"]
     assert result.usage.completion_tokens == record["usage"]["output_tokens"] > 0
@@ -114,6 +121,7 @@ def test_streamed_exact_text_with_usage_chunk(client: openai.OpenAI, stack: Stac
     assert last.choices == []
     assert all(c.usage is None for c in chunks[:-1])
     record = generation(stack, spool, gen_id)
+    assert {c.created for c in chunks} == {created_s(record)}
     assert last.usage is not None
     assert last.usage.prompt_tokens == record["usage"]["input_tokens"]
     assert last.usage.completion_tokens == record["usage"]["output_tokens"]

@@ -40,7 +40,7 @@ from webapp.facades.openai_common import (
 )
 from webapp.facades.streaming import translate_log
 from webapp.facades.wire import data_line
-from webapp.launch import start_generation, wait_for_end
+from webapp.launch import launch_generation, wait_for_end
 from webapp.relay.hub import HubUnavailable
 from webapp.services import Services, services
 
@@ -57,9 +57,10 @@ def chat_completions() -> ResponseReturnValue:
                                    svc.settings.provider_names)
     body = validate(svc, completion_request.generation, completion_request.model,
                     lambda param: core_param(param, completion_request))
-    gen_id, _ = start_generation(svc, tenant, body)
-    record = svc.generations.load_fields(gen_id, ("created_ms",)) or {}
-    created = int(record.get("created_ms", 0)) // 1000
+    launched = launch_generation(svc, tenant, body)
+    gen_id = launched.gen_id
+    # Known at launch: the facade takes no idempotency key, so it is always new.
+    created = (launched.created_ms or 0) // 1000
     if completion_request.stream:
         chunks = ChunkStream(gen_id, created, completion_request.model,
                              completion_request.include_usage)
