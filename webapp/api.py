@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from spool import logs
 from spool.clock import iso
 from spool.schemas import RequestError, parse_generation_request
 from webapp.auth import authenticate, stream_url
@@ -48,6 +49,7 @@ def create_generation() -> ResponseReturnValue:
     body = parse_request_body()
     launched = launch_generation(svc, tenant, body)
     gen_id = launched.gen_id
+    logs.bind(generation_id=gen_id)  # the request's log line names what it created
     if launched.created_ms is None:  # an idempotent replay: whatever the earlier one became
         status, created_ms = (find_generation(svc, gen_id, tenant)[name]
                               for name in ("status", "created_ms"))

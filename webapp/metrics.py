@@ -81,10 +81,8 @@ def _begin() -> None:
 def _end(response: Response) -> Response:
     context = logs.current()
     response.headers[REQUEST_ID_HEADER] = context.get("request_id", "")
+    # Routes that create a generation bind its id; facades also name it in a header.
     gen_id = response.headers.get("Spool-Generation-Id")
-    if gen_id is None and response.status_code == 202 and response.is_json:
-        body = response.get_json(silent=True) or {}
-        gen_id = body.get("id") if isinstance(body, dict) else None
     started = g.get("spool_started", time.monotonic())
     level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
     # The path only: a query string can carry a stream token.

@@ -46,8 +46,11 @@ def test_secrets_are_redacted_by_value_and_by_shape() -> None:
     log, out = _capture(log_format="json", secrets=["configured-secret-123", None, "ab"])
     log.info("key configured-secret-123 and Bearer abc.def and /x?token=t0k3n&after=2")
     log.info("redis://user:hunter2@db:6379/0 sk-abcdefghijklmnop")
+    # Upper case too: the patterns ignore case, and so must the test for whether to run them.
+    log.info("AUTHORIZATION: BEARER UPPER.TOKEN with API_KEY=UPPERVALUE")
     text = out.getvalue()
-    for leaked in ("configured-secret-123", "abc.def", "t0k3n", "hunter2", "sk-abcdefghijklmnop"):
+    for leaked in ("configured-secret-123", "abc.def", "t0k3n", "hunter2", "sk-abcdefghijklmnop",
+                   "UPPER.TOKEN", "UPPERVALUE"):
         assert leaked not in text
     assert "after=2" in text and "redis://user:[redacted]@db" in text
 
