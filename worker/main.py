@@ -21,7 +21,7 @@ import gevent
 from spool import logs, metrics
 from spool.connection import connect_rq
 from spool.settings import Settings
-from worker import batchfeed, providers
+from worker import batchfeed, providers, serializers
 from worker.context import WorkerContext, set_context
 from worker.worker import SpoolWorker
 
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(args)
     ctx = WorkerContext.build(settings)
     set_context(ctx)
+    serializers.install()
     # Import the SDKs and make their clients now, not on a generation's first request.
     adapters = providers.registry(settings)
     log.info("providers ready in %.2f s: %s", adapters.build_s, ", ".join(
