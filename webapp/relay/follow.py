@@ -14,7 +14,7 @@ syscall.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import gevent.queue
@@ -80,8 +80,32 @@ def _until_terminal(entries: list[LogEntry]) -> tuple[list[LogEntry], bool]:
     return entries, False
 
 
+def _replay(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int | None]:
+    """A finished generation's events after `after`, from the log alone.
+
+    Nothing more can be published for it, so there is nothing to subscribe
+    to: a reader of a finished answer (a reload, a late GET) costs the hub
+    nothing and Redis no SUBSCRIBE. Returns None once the terminal event (or,
+    past retention, nothing) was yielded; else the seq where the log ran out,
+    for the live path to follow (it cannot, as the terminal event is written
+    with the `ended` mark, but a reader must never be cut short).
+    """
+    last = after
+    while True:
+        entries = svc.reader_log.read(gen_id, last, READ_PAGE)
+        if not entries:
+            return last if svc.reader_redis.exists(svc.keys.log(gen_id)) else None
+        page, ended = _until_terminal(entries)
+        yield page
+        last = page[-1].seq
+        if ended:
+            return None
+        if len(entries) < READ_PAGE:
+            return last
+
+
 def follow_batches(svc: Services, gen_id: str, after: int,
-                   direct: Direct | None = None) -> Iterator[Run | Quiet]:
+                   direct: Direct | None = None, ended: bool = False) -> Iterator[Run | Quiet]:
     """Every event with seq > `after`, in order, in runs; the last run ends with the terminal.
 
     Backlog (and catch-up) runs hold LogEntry, live runs the hub's Live (its
@@ -92,7 +116,13 @@ def follow_batches(svc: Services, gen_id: str, after: int,
     `direct`: the client's connection of a chunked HTTP/1.1 SSE response.
     While caught up, the hub writes live events to it itself (see
     `webapp.relay.subscription`); those events are not yielded here.
+    `ended`: the record said the log has its terminal event (see `_replay`).
     """
+    if ended:
+        rest = yield from _replay(svc, gen_id, after)
+        if rest is None:
+            return
+        after = rest
     sub = svc.hub.subscribe(svc.keys.channel(gen_id))
     ping_s = svc.settings.ping_interval_s
     last = after

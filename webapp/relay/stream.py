@@ -190,7 +190,7 @@ def _writes(batch: list[LogEntry] | list[Live]) -> Iterator[bytes]:
 
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
           watch: Presence | None = None, abandon_s: int | None = None,
-          direct: Direct | None = None) -> Iterator[bytes]:
+          direct: Direct | None = None, ended: bool = False) -> Iterator[bytes]:
     """Yield SSE bytes from event `after` on until the terminal event.
 
     Each run of consecutive events (a backlog page, or all live events
@@ -206,7 +206,7 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
-        for batch in follow_batches(svc, gen_id, after, direct):
+        for batch in follow_batches(svc, gen_id, after, direct, ended):
             if isinstance(batch, Quiet):
                 yield sse.PING
             else:
@@ -275,4 +275,4 @@ def open_stream(svc: Services, gen_id: str) -> Response:
     RECORDER.inc(STREAMS)
     return _event_stream(relay(svc, gen_id, after, opening, presence(svc),
                                int(record.get("abandon_after_s") or 0) or None,
-                               direct_socket()))
+                               direct_socket(), ended=bool(ended)))
