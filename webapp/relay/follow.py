@@ -80,15 +80,14 @@ def _until_terminal(entries: list[LogEntry]) -> tuple[list[LogEntry], bool]:
     return entries, False
 
 
-def _replay(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int | None]:
-    """A finished generation's events after `after`, from the log alone.
+def _backlog(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int | None]:
+    """The log's events after `after`, in pages (a long log is never one huge read).
 
-    Nothing more can be published for it, so there is nothing to subscribe
-    to: a reader of a finished answer (a reload, a late GET) costs the hub
-    nothing and Redis no SUBSCRIBE. Returns None once the terminal event (or,
-    past retention, nothing) was yielded; else the seq where the log ran out,
-    for the live path to follow (it cannot, as the terminal event is written
-    with the `ended` mark, but a reader must never be cut short).
+    Returns None once the terminal event was yielded, or when the log is
+    gone (past retention a live log is never empty: it always holds event
+    1, so nothing will ever come; the stream ends without a terminal event
+    and a reconnect gets 410). Else returns the last seq read: the log ran
+    out, and what follows comes live.
     """
     last = after
     while True:
@@ -116,10 +115,13 @@ def follow_batches(svc: Services, gen_id: str, after: int,
     `direct`: the client's connection of a chunked HTTP/1.1 SSE response.
     While caught up, the hub writes live events to it itself (see
     `webapp.relay.subscription`); those events are not yielded here.
-    `ended`: the record said the log has its terminal event (see `_replay`).
+    `ended`: the record said the log has its terminal event. Nothing more can
+    be published then, so the log alone is read: no subscription, no
+    SUBSCRIBE round trip for a reload or a late GET. (Should the log run out
+    before its terminal event, the reader follows it live as usual.)
     """
     if ended:
-        rest = yield from _replay(svc, gen_id, after)
+        rest = yield from _backlog(svc, gen_id, after)
         if rest is None:
             return
         after = rest
@@ -131,20 +133,10 @@ def follow_batches(svc: Services, gen_id: str, after: int,
         while True:
             if sub.overflowed:
                 sub.reset()  # before the read, so nothing after it is dropped
-            # Paged, so a long log is never one huge read.
-            entries = svc.reader_log.read(gen_id, last, READ_PAGE)
-            if entries:
-                page, ended = _until_terminal(entries)
-                yield page
-                last = page[-1].seq
-                if ended:
-                    return
-            elif not svc.reader_redis.exists(svc.keys.log(gen_id)):
-                # Past retention (a live log always holds event 1): nothing will
-                # ever come. End without a terminal event; a reconnect gets 410.
+            caught_up = yield from _backlog(svc, gen_id, last)
+            if caught_up is None:
                 return
-            if len(entries) == READ_PAGE:
-                continue
+            last = caught_up
             quiet_since = time.monotonic()
             while not sub.overflowed:
                 wait = ping_s - (time.monotonic() - quiet_since)

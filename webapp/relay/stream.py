@@ -43,8 +43,9 @@ DIRECT_WRITES = True
 WRITE_BYTES = 8192  # a run of events goes out in writes of about this size at most
 MAX_SOCKET_WRAPPERS = 4  # how deep to look for the raw socket under gunicorn's wrappers
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
-# What opening a stream reads of the record: never the request it carries.
-OPENING_FIELDS = ("tenant", "ended", "last_seq", "abandon_after_s")
+# What opening a stream reads of the record besides its owner (always read):
+# never the request it carries.
+OPENING_FIELDS = ("ended", "last_seq", "abandon_after_s")
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
