@@ -13,10 +13,11 @@ from spool.schemas import RequestError, parse_generation_request
 from webapp.auth import authenticate, stream_url
 from webapp.body import require_json_object
 from webapp.errors import ApiError
-from webapp.launch import find_generation, launch_generation, start_generation, wait_for_end
+from webapp.launch import find_generation, launch_generation, wait_for_end
 from webapp.limits import count_deferred
 from webapp.relay.hub import HubUnavailable
 from webapp.relay.presence import count_readers
+from webapp.relay.stream import presence
 from webapp.services import services
 
 bp = Blueprint("api", __name__)
@@ -93,9 +94,12 @@ def chat() -> ResponseReturnValue:
     svc = services()
     tenant = authenticate(svc.settings, defer_rate=True)
     body = parse_request_body()
-    gen_id, _ = start_generation(svc, tenant, body)
+    launched = launch_generation(svc, tenant, body)
+    gen_id = launched.gen_id
     try:
-        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s)
+        # The waiting client counts as a reader, as a stream's does.
+        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s,
+                              watch=presence(svc), abandon_s=launched.abandon_after_s)
     except HubUnavailable:
         record = None
     if record is None or "ended" not in record:

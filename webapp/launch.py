@@ -20,10 +20,11 @@ from spool.schemas import GenerationRequest
 from webapp.errors import ApiError
 from webapp.limits import active_error, count_deferred, enforced, rate_error, take_deferred
 from webapp.relay.hub import Live
+from webapp.relay.presence import Presence
 from webapp.services import Services
 
 __all__ = ["IDEMPOTENCY_TTL_S", "find_generation", "launch_generation", "resolve_provider",
-           "start_generation", "wait_for_end"]
+           "wait_for_end"]
 
 def resolve_provider(svc: Services, request: GenerationRequest) -> tuple[str, str]:
     """(provider, model) for a request, or 400 when the provider is not configured."""
@@ -38,23 +39,12 @@ def resolve_provider(svc: Services, request: GenerationRequest) -> tuple[str, st
 @dataclass(frozen=True)
 class Launched:
     """A started generation: its id, whether an idempotency key matched an
-    earlier one, and (for a new one) its creation time."""
+    earlier one, and (for a new one) its creation time and `abandon_after_s`."""
 
     gen_id: str
     existing: bool
     created_ms: int | None = None
-
-
-def start_generation(
-    svc: Services,
-    tenant: str,
-    request: GenerationRequest,
-    *,
-    batch_id: str | None = None,
-) -> tuple[str, bool]:
-    """Create and enqueue a generation; returns (id, whether it already existed)."""
-    launched = launch_generation(svc, tenant, request, batch_id=batch_id)
-    return launched.gen_id, launched.existing
+    abandon_after_s: int | None = None
 
 
 def launch_generation(
@@ -110,7 +100,7 @@ def launch_generation(
         return Launched(admitted.gen_id, True)
     if not ticket.enqueue:
         _enqueue(svc, ticket)
-    return Launched(ticket.gen_id, False, int(record["created_ms"]))
+    return Launched(ticket.gen_id, False, int(record["created_ms"]), abandon)
 
 
 def _enqueue_commands(svc: Services, gen_id: str, priority: str) -> tuple[tuple[Any, ...], ...]:
@@ -159,10 +149,19 @@ def find_generation(svc: Services, gen_id: str, tenant: str | None,
     raise ApiError(404, "no such generation")
 
 
-def wait_for_end(svc: Services, gen_id: str, timeout_s: float) -> dict[str, str] | None:
-    """Block (cooperatively) until the generation ends; its record, or None on timeout."""
+def wait_for_end(svc: Services, gen_id: str, timeout_s: float, *,
+                 watch: Presence | None = None,
+                 abandon_s: int | None = None) -> dict[str, str] | None:
+    """Block (cooperatively) until the generation ends; its record, or None on timeout.
+
+    With `watch`, the waiting client counts as a reader of the generation, as
+    a stream's does: an `abandon_after_s` answer is not abandoned under a
+    client that is waiting for it (for at most `timeout_s`).
+    """
     deadline = time.monotonic() + timeout_s
     sub = svc.hub.subscribe(svc.keys.channel(gen_id))
+    if watch is not None:
+        watch.attach(gen_id, abandon_s)
     try:
         while True:
             record = svc.generations.load(gen_id)
@@ -180,4 +179,6 @@ def wait_for_end(svc: Services, gen_id: str, timeout_s: float) -> dict[str, str]
             if isinstance(item, tuple) and not item[-1].terminal:
                 continue
     finally:
+        if watch is not None:
+            watch.detach(gen_id)
         svc.hub.unsubscribe(sub)

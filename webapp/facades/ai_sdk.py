@@ -36,7 +36,7 @@ from webapp.facades.ai_sdk_request import (
     translate,
 )
 from webapp.facades.streaming import translate_log
-from webapp.launch import start_generation
+from webapp.launch import launch_generation
 from webapp.relay.presence import Presence
 from webapp.relay.stream import presence
 from webapp.services import Services, services
@@ -113,12 +113,10 @@ def chat() -> ResponseReturnValue:
     tenant = authenticate(svc.settings)
     chat_request = translate(require_json_object(request))
     body = _validate(svc, chat_request)
-    gen_id, _ = start_generation(svc, tenant, body)
-    remember(svc, tenant, chat_request.chat_id, gen_id)
-    # As the record has it (start_generation's rule), without reading it back.
-    abandon = body.abandon_after_s if ABANDON_FIELD in body.model_fields_set \
-        else svc.settings.abandon_after_s
-    return _respond(svc, gen_id, str(abandon) if abandon else None)
+    launched = launch_generation(svc, tenant, body)
+    remember(svc, tenant, chat_request.chat_id, launched.gen_id)
+    abandon = launched.abandon_after_s
+    return _respond(svc, launched.gen_id, str(abandon) if abandon else None)
 
 
 @bp.get("/v1/ai-sdk/chat/<path:chat_id>/stream")

@@ -42,6 +42,8 @@ from webapp.facades.streaming import translate_log
 from webapp.facades.wire import data_line
 from webapp.launch import launch_generation, wait_for_end
 from webapp.relay.hub import HubUnavailable
+from webapp.relay.presence import Presence
+from webapp.relay.stream import presence
 from webapp.services import Services, services
 
 bp = Blueprint("facade", __name__)
@@ -64,33 +66,43 @@ def chat_completions() -> ResponseReturnValue:
     if completion_request.stream:
         chunks = ChunkStream(gen_id, created, completion_request.model,
                              completion_request.include_usage)
-        return Response(stream_chunks(svc, gen_id, chunks),
+        # The app's reader registry is looked up here: the stream runs outside the app context.
+        return Response(stream_chunks(svc, gen_id, chunks, presence(svc),
+                                      launched.abandon_after_s),
                         content_type=STREAM_CONTENT_TYPE,
                         headers={GENERATION_ID_HEADER: gen_id, **STREAM_HEADERS})
-    response = wait_for_completion(svc, gen_id, created, completion_request.model)
+    response = wait_for_completion(svc, gen_id, created, completion_request.model,
+                                   launched.abandon_after_s)
     response.headers[GENERATION_ID_HEADER] = gen_id
     return response
 
 
-def stream_chunks(svc: Services, gen_id: str, chunks: ChunkStream) -> Iterator[bytes]:
+def stream_chunks(svc: Services, gen_id: str, chunks: ChunkStream, watch: Presence,
+                  abandon_s: int | None) -> Iterator[bytes]:
     """The generation's events as chunk lines, until [DONE] or an error line.
+
+    The client counts as a reader in `watch` (`abandon_s`: the generation's
+    `abandon_after_s`).
 
     If the stream is cut on the server side (Redis lost), the client gets an
     error line naming the generation, so an SDK raises rather than taking a
     partial answer for a whole one; the generation itself goes on.
     """
     yield chunks.opening()
-    yield from translate_log(svc, gen_id, chunks)
+    yield from translate_log(svc, gen_id, chunks, watch=watch, abandon_s=abandon_s)
     if not chunks.ended:
         yield data_line(error_object(
             f"the stream was interrupted; generation {gen_id} continues: resume it from "
             f"/v1/generations/{gen_id}/events", "server_error", "stream_interrupted"))
 
 
-def wait_for_completion(svc: Services, gen_id: str, created: int, model: str) -> Response:
-    """Wait for the generation's end and answer a `chat.completion` (or its error)."""
+def wait_for_completion(svc: Services, gen_id: str, created: int, model: str,
+                        abandon_s: int | None = None) -> Response:
+    """Wait for the generation's end and answer a `chat.completion` (or its error);
+    the waiting client counts as a reader."""
     try:
-        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s)
+        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s,
+                              watch=presence(svc), abandon_s=abandon_s)
     except HubUnavailable:
         record = None
     if record is None or "ended" not in record:

@@ -120,18 +120,19 @@ def create() -> ResponseReturnValue:
     gen_id = launched.gen_id
     events = ResponseEvents(head(gen_id, launched.created_ms or 0, body.metadata, asked.echo))
     if asked.stream:
-        # The record's abandon_after_s (never set by this facade: the server's default).
-        return _stream(svc, gen_id, events, svc.settings.abandon_after_s)
+        return _stream(svc, gen_id, events, launched.abandon_after_s)
     if asked.background:
         events.feed("status", {"status": "queued"})
         return _json(gen_id, events.response())
-    return _wait(svc, gen_id)
+    return _wait(svc, gen_id, launched.abandon_after_s)
 
 
-def _wait(svc: Services, gen_id: str) -> Response:
-    """The finished response, or 504 if it takes longer than SPOOL_CHAT_TIMEOUT_S."""
+def _wait(svc: Services, gen_id: str, abandon_s: int | None) -> Response:
+    """The finished response, or 504 if it takes longer than SPOOL_CHAT_TIMEOUT_S;
+    the waiting client counts as a reader."""
     try:
-        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s)
+        record = wait_for_end(svc, gen_id, svc.settings.chat_timeout_s,
+                              watch=presence(svc), abandon_s=abandon_s)
     except HubUnavailable:
         record = None
     if record is None or "ended" not in record:
