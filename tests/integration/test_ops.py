@@ -196,6 +196,20 @@ def test_logs_are_json_with_context_and_no_secrets(ops_stack: Stack, ops_api: Ap
     assert ended["answer"] == f"<{len(ANSWER)} chars>"
 
 
+def test_batch_creation_log_line_names_the_batch(ops_stack: Stack, ops_api: Api) -> None:
+    resp = ops_api.post("/v1/batches", {"requests": [
+        {"custom_id": "a", "messages": [{"role": "user", "content": "hi"}]}]},
+        headers={"X-Request-ID": "req-ops-batch"})
+    assert resp.status_code == 202, resp.text
+
+    def line() -> dict[str, Any] | None:
+        return next((x for x in _json_lines(full_logs(ops_stack)) if x["event"] == "request"
+                     and x.get("request_id") == "req-ops-batch"), None)
+
+    found = wait_until(line, 15, 0.2, "the batch request's log line")
+    assert found["batch_id"] == resp.json()["id"] and found["status"] == 202
+
+
 def test_log_content_switch_logs_prompt_and_answer(make_stack: StackFactory) -> None:
     stack = make_stack(env={"SPOOL_LOG_CONTENT": "1", "SPOOL_LOG_FORMAT": "json"})
     api = Api(stack)

@@ -17,6 +17,7 @@ import redis
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from spool import logs
 from spool.batches import BATCH_TERMINAL_EVENTS, BatchStore, Row, cancel_batch, view
 from spool.ids import is_batch_id, new_batch_id, new_generation_id
 from spool.log import READ_PAGE
@@ -97,7 +98,9 @@ def create_batch() -> ResponseReturnValue:
     if upload.idempotency_key:
         earlier = _claim(svc, tenant, upload.idempotency_key, batch_id)
         if earlier is not None:
+            logs.bind(batch_id=earlier)
             return jsonify(view(earlier, find_batch(svc, earlier, tenant))), 202
+    logs.bind(batch_id=batch_id)  # the request's log line names what it created
     _create_rows(svc, tenant, batch_id, upload)
     return jsonify(view(batch_id, find_batch(svc, batch_id, tenant))), 202
 
