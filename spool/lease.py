@@ -233,7 +233,7 @@ class Outcome:
     """What settling did to one generation."""
 
     gen_id: str
-    action: str  # requeued | worker_lost | cancelled | ended | missing
+    action: str  # requeued | worker_lost | unavailable | cancelled | ended | missing
 
 
 def lease_store(spool_client: Any, rq_redis_url: str) -> Any:
@@ -315,11 +315,12 @@ class Settler:
             self._count_batch_row(gen_id, record)
             return Outcome(gen_id, "cancelled")
         if record.get("output"):
-            self._end_lost(gen_id, record)
+            error_type = self._end_lost(gen_id, record)
             queue_release(self.client, self.keys, gen_id, record)
-            self._retire_rq_job(gen_id, "worker lost: its lease expired mid-generation")
+            self._retire_rq_job(gen_id, f"{error_type.replace('_', ' ')}: its lease expired "
+                                        "mid-generation")
             self._count_batch_row(gen_id, record)
-            return Outcome(gen_id, "worker_lost")
+            return Outcome(gen_id, error_type)
         self._requeue(gen_id, record)
         return Outcome(gen_id, "requeued")
 
@@ -329,7 +330,8 @@ class Settler:
             ended: dict[str, str] = self.client.hgetall(self.keys.record(gen_id))  # type: ignore[assignment]
             on_generation_end(self.client, self.keys, gen_id, ended)
 
-    def _end_lost(self, gen_id: str, record: dict[str, str]) -> None:
+    def _end_lost(self, gen_id: str, record: dict[str, str]) -> str:
+        """End a generation that had output with one retryable error; its type."""
         error_type = self._lost_type()
         message = ("the event store refused writes for too long; retry the request"
                    if error_type == "unavailable"
@@ -343,6 +345,7 @@ class Settler:
             "error": {"type": error_type, "message": message},
             "metrics": metrics, "finished_ms": now_ms(),
         })
+        return error_type
 
     def _requeue(self, gen_id: str, record: dict[str, str]) -> None:
         if record.get("status") != "queued":

@@ -120,6 +120,21 @@ def test_settle_ends_a_generation_with_output_as_worker_lost(world: World) -> No
     assert view["text"] == "half an ans" and view["finished_at"]
 
 
+def test_settle_after_refused_writes_ends_it_unavailable_and_says_so(world: World) -> None:
+    gen_id = world.create()
+    world.log.append(gen_id, "status", {"status": "in_progress"},
+                     {"status": "in_progress", "started_ms": 1})
+    world.log.append(gen_id, "delta", {"text": "half"})
+    Leases(world.client, world.keys).acquire([gen_id], "dead-worker")
+    world.expire(gen_id)
+    settler = world.settler()
+    settler.pass_failed()  # Redis refused the last pass: an outage, not a lost worker
+    (outcome,) = settler.settle_expired()
+    assert outcome.action == "unavailable"
+    last = world.events(gen_id)[-1]
+    assert last.event == "error" and '"type":"unavailable"' in last.data
+
+
 def test_settle_honours_a_pending_cancel_and_skips_ended_logs(world: World) -> None:
     cancelled, ended = world.create(), world.create()
     world.client.hset(world.keys.record(cancelled), "cancel", "user")
