@@ -45,3 +45,10 @@ accesslog = "-" if os.environ.get("SPOOL_ACCESS_LOG") == "1" else None
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("SPOOL_LOG_LEVEL", "info")
+
+
+def post_worker_init(worker: object) -> None:
+    """The app is loaded in this worker: set the collector for a long-lived process."""
+    from spool.collector import tune_gc
+
+    tune_gc()

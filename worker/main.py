@@ -8,7 +8,6 @@ restarts one that dies unexpectedly, and exits 0 once all have stopped.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ import time
 import gevent
 
 from spool import logs, metrics
+from spool.collector import tune_gc
 from spool.connection import connect_rq
 from spool.settings import Settings
 from worker import batchfeed, providers, serializers
@@ -30,22 +30,6 @@ log = logging.getLogger("spool.worker")
 RESTART_DELAY_S = 1.0  # before restarting a crashed child
 RQ_POOL_SIZE = 64  # RQ bookkeeping of all slots shares these (callers wait for one)
 SUPERVISE_POLL_S = 0.5
-# Allocations between collections of the youngest generation (CPython's default: 700).
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def tune_gc() -> None:
-    """Set the cyclic collector for a process that allocates per token, once started.
-
-    Measured at 300 streams through `openai`: the collector took ~7 % of the
-    worker's CPU. Everything made so far (the SDKs' modules and models, ~230k
-    objects) lives as long as the process, yet every full pass walked it all:
-    freeze it. And the youngest generation was collected ~100 times a second;
-    with a larger threshold most of a generation's short-lived objects are
-    freed by reference counting before a pass ever sees them.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
