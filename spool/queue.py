@@ -6,6 +6,7 @@ is the generation id, so RQ's registries and `rq info` name generations.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from datetime import UTC, datetime
 from typing import Any
@@ -67,7 +68,12 @@ def enqueue_generation(
 
 
 _SENTINEL = "gen_" + "S" * 24  # the shape of a generation id (spool.ids)
-_templates: dict[tuple[int, str, str, int], tuple[tuple[Any, ...], ...]] = {}
+_STAMPED = ("created_at", "enqueued_at")  # RQ's job fields holding the enqueue time
+
+# One queue's enqueue, recorded once: the commands, and per command the
+# positions of the arguments that vary (the id, the call data, the stamps).
+_Template = tuple[tuple[tuple[Any, ...], tuple[int, ...], tuple[int, ...]], ...]
+_templates: dict[tuple[int, str, str, int], _Template] = {}
 
 
 def _utc_stamp() -> str:
@@ -79,8 +85,29 @@ def _substitute(arg: Any, gen_id: str) -> Any:
     if isinstance(arg, str):
         return arg.replace(_SENTINEL, gen_id)
     if isinstance(arg, bytes) and arg.startswith(b"x\x9c"):  # the zlib'd call data
-        return zlib.compress(zlib.decompress(arg).replace(_SENTINEL.encode(), gen_id.encode()))
+        return zlib.compress(_inflated(arg).replace(_SENTINEL.encode(), gen_id.encode()))
     return arg
+
+
+@functools.lru_cache(maxsize=16)
+def _inflated(data: bytes) -> bytes:
+    # A template's call data, decompressed once (one per queue and timeout).
+    return zlib.decompress(data)
+
+
+def _varies(arg: Any) -> bool:
+    return (isinstance(arg, str) and _SENTINEL in arg) or (
+        isinstance(arg, bytes) and arg.startswith(b"x\x9c"))
+
+
+def _template(commands: tuple[tuple[Any, ...], ...]) -> _Template:
+    out = []
+    for command in commands:
+        ids = tuple(i for i, arg in enumerate(command) if _varies(arg))
+        stamps = tuple(command.index(name) + 1 for name in _STAMPED
+                       if command[0] == "HSET" and name in command)
+        out.append((command, ids, stamps))
+    return tuple(out)
 
 
 def enqueue_commands(rq_client: redis.Redis, keys: Keys, gen_id: str, priority: str,
@@ -89,23 +116,27 @@ def enqueue_commands(rq_client: redis.Redis, keys: Keys, gen_id: str, priority: 
 
     Building an rq Job per POST costs ~70 µs of Python; the commands differ
     between generations only by the id and the timestamps, so RQ builds them
-    once per queue (for a same-length sentinel id) and each call substitutes.
-    Ids of another length take RQ's own path.
+    once per queue (for a same-length sentinel id) and each call substitutes
+    just the arguments that hold them. Ids of another length take RQ's own path.
     """
     if len(gen_id) != len(_SENTINEL):
         return _recorded(rq_client, keys, gen_id, priority, job_timeout_s)
     slot = (id(rq_client), keys.queue_name(priority), priority, job_timeout_s)
     template = _templates.get(slot)
     if template is None:
-        template = _templates[slot] = _recorded(rq_client, keys, _SENTINEL, priority,
-                                                job_timeout_s)
+        template = _templates[slot] = _template(
+            _recorded(rq_client, keys, _SENTINEL, priority, job_timeout_s))
     stamp = _utc_stamp()
     out = []
-    for command in template:
-        args = [_substitute(arg, gen_id) for arg in command]
-        for field in ("created_at", "enqueued_at"):
-            if command[0] == "HSET" and field in args:
-                args[args.index(field) + 1] = stamp
+    for command, ids, stamps in template:
+        if not ids and not stamps:
+            out.append(command)
+            continue
+        args = list(command)
+        for i in ids:
+            args[i] = _substitute(args[i], gen_id)
+        for i in stamps:
+            args[i] = stamp
         out.append(tuple(args))
     return tuple(out)
 

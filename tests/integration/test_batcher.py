@@ -1,0 +1,86 @@
+"""The web's shared admission round trips (`webapp.batcher`) against a real Redis."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import pytest
+import redis
+
+from spool.connection import connect, take_round_trips
+from webapp.batcher import PipelineBatcher
+
+ECHO = "return {KEYS[1], ARGV[1], ARGV[2], #ARGV}"
+
+
+@pytest.fixture
+def client(redis_server: Any) -> Iterator[Any]:
+    found = connect(redis_server.url, max_connections=4, blocking=True)
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def batcher(client: Any) -> PipelineBatcher:
+    sha = client.script_load(ECHO)
+    return PipelineBatcher(client, {sha: ECHO})
+
+
+def sha_of(batcher: PipelineBatcher) -> str:
+    return next(iter(batcher.scripts))
+
+
+def test_concurrent_calls_share_one_round_trip_and_get_their_own_replies(
+        batcher: PipelineBatcher) -> None:
+    sha = sha_of(batcher)
+    take_round_trips()
+    calls = [gevent.spawn(batcher.call, ("EVALSHA", sha, 1, f"key-{i}", f"value {i}", i))
+             for i in range(20)]
+    gevent.joinall(calls, raise_error=True)
+    assert [call.value for call in calls] == [[[f"key-{i}", f"value {i}", str(i), 2]]
+                                              for i in range(20)]
+    assert sum(take_round_trips().values()) == 1
+
+
+def test_arguments_reach_redis_exactly(batcher: PipelineBatcher, redis_server: Any) -> None:
+    binary = zlib.compress(b"\x00\r\n$3\r\nnot a command" * 5)
+    text = "Hello, 世界! 🙂 e\u0301 \"quoted\"\r\n*1"
+    replies = batcher.call(("SET", "batcher:bin", binary), ("SET", "batcher:text", text),
+                           ("HSET", "batcher:hash", "n", 12345, "neg", -7))
+    assert replies == ["OK", "OK", 2]
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        assert raw.get("batcher:bin") == binary
+        assert raw.get("batcher:text") == text.encode()
+        assert raw.hgetall("batcher:hash") == {b"n": b"12345", b"neg": b"-7"}
+    finally:
+        raw.delete("batcher:bin", "batcher:text", "batcher:hash")
+        raw.close()
+
+
+def test_an_error_reply_is_that_call_s_reply_not_the_batch_s(batcher: PipelineBatcher,
+                                                            client: Any) -> None:
+    client.set("batcher:string", "x")
+    try:
+        wrong, right = batcher.call(("LPUSH", "batcher:string", "y"), ("GET", "batcher:string"))
+    finally:
+        client.delete("batcher:string")
+    assert isinstance(wrong, redis.ResponseError) and "WRONGTYPE" in str(wrong)
+    assert right == "x"
+
+
+def test_lost_scripts_are_loaded_again_and_the_call_goes_through(batcher: PipelineBatcher,
+                                                                 client: Any) -> None:
+    sha = sha_of(batcher)
+    client.script_flush()
+    assert batcher.call(("EVALSHA", sha, 1, "k", "a", "b")) == [["k", "a", "b", 2]]
+
+
+def test_a_dropped_connection_is_made_again(batcher: PipelineBatcher, client: Any) -> None:
+    assert batcher.call(("PING",)) == ["PONG"]
+    client.client_kill_filter(_type="normal", skipme=False)  # every client, ours included
+    assert batcher.call(("ECHO", "back")) == ["back"]
+
