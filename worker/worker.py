@@ -40,6 +40,7 @@ from worker import heartbeat, rqduties
 from worker.claim import Claimer
 from worker.context import WorkerContext
 from worker.control import JobTimeout
+from worker.dequeue import Dequeuer
 from worker.finish import Finisher
 from worker.lease import HandBack, LeaseKeeper, LeaseLost
 from worker.runner import run_generation
@@ -81,6 +82,7 @@ class SpoolWorker(BaseWorker):
                   and ctx.settings.rq_redis_url == ctx.settings.redis_url)
         self.stores = Stores(ctx.redis, rq_client, self.leases, shared)
         self.claimer = Claimer(self.stores, ctx.log, self.keeper, self)
+        self.dequeuer = Dequeuer(rq_client, *queues)
         self.finisher = Finisher(ctx, self.stores, self.keeper, self,
                                  lambda: len(self.running), self._free)
 
@@ -146,14 +148,11 @@ class SpoolWorker(BaseWorker):
         Each pop is an LMOVE into RQ's intermediate list (so a crash right
         after it is recoverable); up to DEQUEUE_BATCH of them share one round trip.
         """
-        interactive, batch = self.queues
+        interactive = self.queues[0]
         if block and self._queues_empty:
             self._queues_empty = False  # the last claim saw nothing left: wait for work
             return self._block(interactive)
-        found = self._pop(interactive, min(free, DEQUEUE_BATCH))
-        batch_free = min(free - len(found), self.batch_slots - self.batch_running)
-        if batch_free > 0 and len(found) < DEQUEUE_BATCH:
-            found += self._pop(batch, min(batch_free, DEQUEUE_BATCH - len(found)))
+        found = self.dequeuer.pop(min(free, DEQUEUE_BATCH), self.batch_slots - self.batch_running)
         if found or not block:
             return found
         return self._block(interactive)
@@ -163,13 +162,6 @@ class SpoolWorker(BaseWorker):
         job_id = self.connection.blmove(interactive.key, interactive.intermediate_queue_key,
                                         IDLE_BLOCK_S)  # type: ignore[arg-type]
         return [] if job_id is None else [(text(job_id), interactive)]
-
-    def _pop(self, queue: Queue, count: int) -> list[tuple[str, Queue]]:
-        with self.connection.pipeline(transaction=False) as pipe:
-            for _ in range(count):
-                pipe.lmove(queue.key, queue.intermediate_queue_key)
-            popped = pipe.execute()
-        return [(text(job_id), queue) for job_id in popped if job_id is not None]
 
     def _open_slot(self, job_id: str, queue: Queue) -> Slot:
         slot = Slot(job_id, queue, batch=queue is self.queues[1])
