@@ -16,7 +16,7 @@ import redis
 
 from spool.batches import on_generation_end
 from spool.clock import iso, now_ms
-from spool.events import CANCELLED, STATUS, TERMINAL_STATUSES
+from spool.events import CANCELLED, STATUS, TERMINAL_STATUSES, LogEntry, decode_entry
 from spool.keys import Keys
 from spool.limits import ACTIVE_FIELD, queue_release
 from spool.log import EventLog, dumps
@@ -142,12 +142,21 @@ class Generations:
         and a crowd of readers fetching the request each would spend the
         connection pool and the CPU on bytes nobody reads.
         """
-        names = [RECORD_OWNER_FIELD, *(f for f in fields if f != RECORD_OWNER_FIELD)]
+        names = _with_owner(fields)
         values: list[str | None] = self.client.hmget(  # type: ignore[assignment]
             self.keys.record(gen_id), names)
-        if values[0] is None:  # every record has its owner: no owner, no record
-            return None
-        return {name: value for name, value in zip(names, values, strict=True) if value is not None}
+        return _fields_of(names, values)
+
+    def load_fields_and_page(self, gen_id: str, fields: Sequence[str], after: int,
+                             limit: int) -> tuple[dict[str, str] | None, list[LogEntry]]:
+        """`load_fields`, and the log's events after `after` (at most `limit`), in
+        one round trip: a reader's opening needs both."""
+        names = _with_owner(fields)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.record(gen_id), names)
+        pipe.lrange(self.keys.log(gen_id), after, after + limit - 1)
+        values, raw = pipe.execute()
+        return _fields_of(names, values), [decode_entry(str(item)) for item in raw]
 
     def tombstone_tenant(self, gen_id: str) -> str | None:
         """Tenant of an expired generation whose tombstone still stands."""
@@ -230,3 +239,13 @@ def _iso_field(record: dict[str, str], name: str) -> str | None:
 
 def _empty_metrics() -> dict[str, Any]:
     return {"queue_ms": None, "ttft_ms": None, "duration_ms": None, "tokens_per_second": None}
+
+
+def _with_owner(fields: Sequence[str]) -> list[str]:
+    return [RECORD_OWNER_FIELD, *(f for f in fields if f != RECORD_OWNER_FIELD)]
+
+
+def _fields_of(names: list[str], values: list[str | None]) -> dict[str, str] | None:
+    if values[0] is None:  # every record has its owner: no owner, no record
+        return None
+    return {name: value for name, value in zip(names, values, strict=True) if value is not None}

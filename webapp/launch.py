@@ -23,8 +23,8 @@ from webapp.relay.hub import Live
 from webapp.relay.presence import Presence
 from webapp.services import Services
 
-__all__ = ["IDEMPOTENCY_TTL_S", "find_generation", "launch_generation", "resolve_provider",
-           "wait_for_end"]
+__all__ = ["IDEMPOTENCY_TTL_S", "find_generation", "launch_generation", "owned_generation",
+           "resolve_provider", "wait_for_end"]
 
 def resolve_provider(svc: Services, request: GenerationRequest) -> tuple[str, str]:
     """(provider, model) for a request, or 400 when the provider is not configured."""
@@ -139,6 +139,12 @@ def find_generation(svc: Services, gen_id: str, tenant: str | None,
         raise ApiError(404, "no such generation")
     gens = generations or svc.generations
     record = gens.load(gen_id) if fields is None else gens.load_fields(gen_id, fields)
+    return owned_generation(svc, gen_id, tenant, record)
+
+
+def owned_generation(svc: Services, gen_id: str, tenant: str | None,
+                     record: dict[str, str] | None) -> dict[str, str]:
+    """`record` (as loaded for `gen_id`) if `tenant` owns it (None: any owner); else 404 or 410."""
     if record is not None:
         if tenant is not None and record.get("tenant") != tenant:
             raise ApiError(404, "no such generation")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from spool.connection import connect, take_round_trips
+from spool.generations import Generations
 from spool.keys import Keys
 from spool.log import READ_PAGE, EventLog, Retention
 from tests.conftest import Api
@@ -79,3 +81,23 @@ def test_an_unfinished_answer_is_followed_live(private_stack: Stack) -> None:
     partial = api.stream(created, max_events=DELTAS + 1)
     assert subscribes(client) > before
     assert "".join(e.data["text"] for e in partial.events if e.event == "delta") == text
+
+
+def test_the_opening_reads_record_and_first_page_in_one_round_trip(
+        private_stack: Stack) -> None:
+    api = Api(private_stack)
+    keys = Keys(private_stack.namespace)
+    client = connect(private_stack.redis_url)
+    log = EventLog(client, keys, RETENTION)
+    created = api.create("unused")
+    write_answer(log, created["id"])
+    generations = Generations(client, keys, log)
+    take_round_trips()
+    record, page = generations.load_fields_and_page(created["id"], ("ended", "last_seq"),
+                                                    after=5, limit=READ_PAGE)
+    assert sum(take_round_trips().values()) == 1
+    assert record is not None and record["ended"] == record["last_seq"] == str(DELTAS + 2)
+    assert [entry.seq for entry in page] == list(range(6, 6 + READ_PAGE))
+    missing, nothing = generations.load_fields_and_page("gen_" + "x" * 24, ("ended",), 0, 10)
+    assert missing is None and nothing == []
+    client.close()

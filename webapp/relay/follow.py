@@ -104,7 +104,8 @@ def _backlog(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int
 
 
 def follow_batches(svc: Services, gen_id: str, after: int,
-                   direct: Direct | None = None, ended: bool = False) -> Iterator[Run | Quiet]:
+                   direct: Direct | None = None, ended: bool = False,
+                   first_page: list[LogEntry] | None = None) -> Iterator[Run | Quiet]:
     """Every event with seq > `after`, in order, in runs; the last run ends with the terminal.
 
     Backlog (and catch-up) runs hold LogEntry, live runs the hub's Live (its
@@ -119,7 +120,17 @@ def follow_batches(svc: Services, gen_id: str, after: int,
     be published then, so the log alone is read: no subscription, no
     SUBSCRIBE round trip for a reload or a late GET. (Should the log run out
     before its terminal event, the reader follows it live as usual.)
+    `first_page`: the log's events after `after`, read with the record in the
+    stream's opening round trip. They go out first; being read before any
+    subscription, they never count as caught up: the log is read again once
+    subscribed (or, `ended`, only if the page did not reach the terminal).
     """
+    if first_page:
+        page, done = _until_terminal(first_page)
+        yield page
+        if done:
+            return
+        after = page[-1].seq
     if ended:
         rest = yield from _backlog(svc, gen_id, after)
         if rest is None:

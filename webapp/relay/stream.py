@@ -19,13 +19,14 @@ from flask.typing import ResponseReturnValue
 
 from spool import logs
 from spool.events import DELTA, LogEntry
-from spool.log import dumps
+from spool.ids import is_generation_id
+from spool.log import READ_PAGE, dumps
 from spool.metrics import RECORDER, STREAMS
 from spool.utf16 import split_utf16
 from webapp import sse
 from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
-from webapp.launch import find_generation
+from webapp.launch import find_generation, owned_generation
 from webapp.relay.follow import Quiet, follow_batches
 from webapp.relay.hub import HubUnavailable, Live
 from webapp.relay.presence import Presence
@@ -191,7 +192,8 @@ def _writes(batch: list[LogEntry] | list[Live]) -> Iterator[bytes]:
 
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
           watch: Presence | None = None, abandon_s: int | None = None,
-          direct: Direct | None = None, ended: bool = False) -> Iterator[bytes]:
+          direct: Direct | None = None, ended: bool = False,
+          first_page: list[LogEntry] | None = None) -> Iterator[bytes]:
     """Yield SSE bytes from event `after` on until the terminal event.
 
     Each run of consecutive events (a backlog page, or all live events
@@ -207,7 +209,7 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
-        for batch in follow_batches(svc, gen_id, after, direct, ended):
+        for batch in follow_batches(svc, gen_id, after, direct, ended, first_page):
             if isinstance(batch, Quiet):
                 yield sse.PING
             else:
@@ -261,7 +263,14 @@ def open_stream(svc: Services, gen_id: str) -> Response:
     resume = parse_resume()
     # Without a token the caller's key decides, before anything is looked up.
     tenant = None if "token" in request.args else authenticate(svc.settings)
-    record = find_generation(svc, gen_id, tenant, OPENING_FIELDS, svc.reader_generations)
+    first_page = None
+    if resume.offset is not None or not is_generation_id(gen_id):
+        record = find_generation(svc, gen_id, tenant, OPENING_FIELDS, svc.reader_generations)
+    else:
+        # The record's opening fields and the first page of the log, in one round trip.
+        loaded, first_page = svc.reader_generations.load_fields_and_page(
+            gen_id, OPENING_FIELDS, resume.after, READ_PAGE)
+        record = owned_generation(svc, gen_id, tenant, loaded)
     authorize_stream(svc.settings, gen_id, record.get("tenant", ""))
     logs.bind(tenant=record.get("tenant"))
     ended = int(record.get("ended", 0))
@@ -276,4 +285,4 @@ def open_stream(svc: Services, gen_id: str) -> Response:
     RECORDER.inc(STREAMS)
     return _event_stream(relay(svc, gen_id, after, opening, presence(svc),
                                int(record.get("abandon_after_s") or 0) or None,
-                               direct_socket(), ended=bool(ended)))
+                               direct_socket(), ended=bool(ended), first_page=first_page))
