@@ -20,6 +20,8 @@ import gevent.event
 import hiredis
 import redis
 
+from spool.connection import exchange
+
 log = logging.getLogger("spool.web")
 
 MAX_BATCH = 500  # requests per pipeline
@@ -83,7 +85,7 @@ class PipelineBatcher:
         conn = pool.get_connection()
         try:
             replies = conn.retry.call_with_retry(
-                lambda: _exchange(conn, packed, len(commands)),
+                lambda: exchange(conn, packed, len(commands)),
                 lambda _error: conn.disconnect())
         finally:
             pool.release(conn)
@@ -98,19 +100,3 @@ class PipelineBatcher:
                 replies[i] = reply
         return replies
 
-
-def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
-    """Send `packed` (`count` commands) on `conn`; every reply, an error one as its exception."""
-    conn.send_packed_command([packed])
-    replies: list[Any] = []
-    try:
-        for _ in range(count):
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as error:
-                replies.append(error)
-    except BaseException:
-        # Replies still on the socket must not reach the connection's next borrower.
-        conn.disconnect()
-        raise
-    return replies

@@ -12,7 +12,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 
-from spool.connection import is_cluster
+from spool.connection import exchange, is_cluster
 from spool.lease import Leases
 
 
@@ -105,17 +105,7 @@ def _send_raw(pipe: Any) -> list[Any]:
     pool = pipe.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command([packed])
-        replies: list[Any] = []
-        for _ in stack:
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-    except BaseException:
-        conn.disconnect()
-        raise
+        return exchange(conn, packed, len(stack))
     finally:
         pool.release(conn)
         pipe.reset()

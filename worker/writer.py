@@ -19,7 +19,7 @@ import gevent.event
 import redis
 
 from spool.appendwire import DELTA_ARGC, delta_prefix, encode_arguments, encode_delta, pack_call
-from spool.connection import io_purpose, is_cluster
+from spool.connection import exchange, io_purpose, is_cluster
 from spool.events import DELTA, ERROR, TOOL_CALL
 from spool.log import APPENDED_MISSING, EventLog
 from worker.writeretry import WriteRetry, needs_resend, reason_of, unavailable_event
@@ -296,15 +296,8 @@ class BatchWriter:
         if conn is None:
             conn = pool.get_connection()
         try:
-            conn.send_packed_command([b"".join(commands)])
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
+            replies = exchange(conn, b"".join(commands), len(commands))
         except BaseException:
-            conn.disconnect()
             pool.release(conn)
             raise
         self._conn = conn

@@ -103,13 +103,19 @@ def test_settle_requeues_a_generation_without_output(world: World) -> None:
     assert world.settler().settle_expired() == []  # settled exactly once
 
 
-def test_settle_ends_a_generation_with_output_as_worker_lost(world: World) -> None:
+def lost_mid_answer(world: World, text: str) -> str:
+    """A generation that streamed `text`, its worker gone and its lease expired."""
     gen_id = world.create()
     world.log.append(gen_id, "status", {"status": "in_progress"},
                      {"status": "in_progress", "started_ms": 1})
-    world.log.append(gen_id, "delta", {"text": "half an ans"})
+    world.log.append(gen_id, "delta", {"text": text})
     Leases(world.client, world.keys).acquire([gen_id], "dead-worker")
     world.expire(gen_id)
+    return gen_id
+
+
+def test_settle_ends_a_generation_with_output_as_worker_lost(world: World) -> None:
+    gen_id = lost_mid_answer(world, "half an ans")
     (outcome,) = world.settler().settle_expired()
     assert outcome.action == "worker_lost"
     last = world.events(gen_id)[-1]
@@ -121,12 +127,7 @@ def test_settle_ends_a_generation_with_output_as_worker_lost(world: World) -> No
 
 
 def test_settle_after_refused_writes_ends_it_unavailable_and_says_so(world: World) -> None:
-    gen_id = world.create()
-    world.log.append(gen_id, "status", {"status": "in_progress"},
-                     {"status": "in_progress", "started_ms": 1})
-    world.log.append(gen_id, "delta", {"text": "half"})
-    Leases(world.client, world.keys).acquire([gen_id], "dead-worker")
-    world.expire(gen_id)
+    gen_id = lost_mid_answer(world, "half")
     settler = world.settler()
     settler.pass_failed()  # Redis refused the last pass: an outage, not a lost worker
     (outcome,) = settler.settle_expired()
