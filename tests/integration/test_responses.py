@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
+import redis
 import requests
 
 from tests.conftest import FAST_MOCK
@@ -310,3 +311,34 @@ def test_every_read_is_the_same_bytes(stack: Stack) -> None:
     assert all(f.startswith(b"event: response.") for f in first)
     done = requests.get(f"{url}&starting_after={len(first) - 1}", headers=auth, timeout=30)
     assert done.status_code == 200 and done.content == b""
+
+
+def test_a_stream_reader_does_not_fetch_the_request(client: openai.OpenAI,
+                                                    stack: Stack) -> None:
+    """A crowd of readers of one response must not each read its (long) prompt."""
+    prompt = "a long prompt " * 20_000  # ~280 KB in the record
+    created = client.responses.create(model="mock/mock-1", input=prompt,
+                                      extra_body=mock(text=TEXT))
+    server = redis.Redis.from_url(stack.redis_url)
+    try:
+        before = server.info("stats")["total_net_output_bytes"]
+        replay = list(client.responses.retrieve(created.id, stream=True))
+        sent = server.info("stats")["total_net_output_bytes"] - before
+    finally:
+        server.close()
+    assert text_of(replay) == TEXT and replay[-1].type == "response.completed"
+    assert sent < len(prompt) // 4, f"{sent} bytes read from Redis for one stream"
+
+
+def test_a_native_generation_streams_as_a_response(client: openai.OpenAI,
+                                                   stack: Stack) -> None:
+    """No facade echo in its record: the head is derived from the request."""
+    resp = requests.post(stack.url("/v1/generations"), headers={"Authorization": f"Bearer {KEY}"},
+                         json={"messages": [{"role": "user", "content": "hi"}], **mock(text=TEXT)},
+                         timeout=30)
+    assert resp.status_code == 202, resp.text
+    resp_id = "resp_" + resp.json()["id"].removeprefix("gen_")
+    wait_until(lambda: client.responses.retrieve(resp_id).status == "completed", timeout=10)
+    events = list(client.responses.retrieve(resp_id, stream=True))
+    assert text_of(events) == TEXT and events[-1].response.status == "completed"
+    assert events[-1].response.model == client.responses.retrieve(resp_id).model

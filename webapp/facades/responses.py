@@ -70,6 +70,8 @@ install_error_handlers(bp)
 CANCEL_WAIT_S = 3.0
 TRUE_VALUES, FALSE_VALUES = ("true", "1"), ("false", "0", "")
 
+# What a stream's head is built from (`response_head`), and its abandon window.
+STREAM_FIELDS = (ECHO_FIELD, "created_ms", "metadata", "abandon_after_s")
 
 def _events_stream(svc: Services, gen_id: str, events: ResponseEvents, watch: Presence,
                    abandon_s: int | None) -> Iterator[bytes]:
@@ -175,10 +177,17 @@ def _starting_after() -> int:
     return int(raw)
 
 
-def _find(svc: Services, resp_id: str, tenant: str) -> tuple[str, dict[str, str]]:
-    """(generation id, record) of a response of `tenant`; 404, or 410 naming the generation."""
+def _find(svc: Services, resp_id: str, tenant: str,
+          fields: tuple[str, ...] | None = None) -> tuple[str, dict[str, str]]:
+    """(generation id, record) of a response of `tenant`; 404, or 410 naming the generation.
+
+    With `fields`, only those are read, on the readers' pool (as a stream's opening does).
+    """
     gen_id = generation_id(resp_id)
     try:
+        if fields is not None:
+            return gen_id, find_generation(svc, gen_id, tenant, fields,
+                                           svc.reader_generations)
         return gen_id, find_generation(svc, gen_id, tenant)
     except ApiError as exc:
         if exc.status == 410:
@@ -192,11 +201,17 @@ def retrieve(resp_id: str) -> ResponseReturnValue:
     svc = services()
     tenant = authenticate(svc.settings)
     stream, after = _flag("stream"), _starting_after()
-    gen_id, record = _find(svc, resp_id, tenant)
     if stream:
+        # A crowd of readers must not each fetch the request (a long prompt can be
+        # hundreds of KB): the head needs a few fields, the request only where the
+        # generation was not made by this facade (no echo field to build it from).
+        gen_id, record = _find(svc, resp_id, tenant, STREAM_FIELDS)
+        if ECHO_FIELD not in record:
+            record.update(svc.reader_generations.load_fields(gen_id, ("request",)) or {})
         abandon = record.get("abandon_after_s")
         events = ResponseEvents(response_head(gen_id, record), after)
         return _stream(svc, gen_id, events, int(abandon) if abandon else None)
+    gen_id, record = _find(svc, resp_id, tenant)
     return _json(gen_id, from_log(svc, gen_id, record).response())
 
 
