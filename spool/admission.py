@@ -45,6 +45,10 @@ _ADMIT_LUA = """
 --       12 publish command, 13 abandon at ms ('' none), 14 count F of record
 --       field/value args, 15..14+F those, then commands to run once admitted
 --       (RQ's enqueue, when RQ shares this Redis), each as: argc, args
+-- Ids are new per request: a record already there means this very call ran
+-- (its reply lost, the client's retry resent it). Running it again would
+-- count the rate twice, push event 1 and the RQ job a second time.
+if #KEYS > 3 and redis.call('EXISTS', KEYS[4]) == 1 then return {'ok', 0} end
 if ARGV[2] ~= '0' then
   local n = redis.call('INCR', KEYS[1])
   if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
