@@ -201,19 +201,28 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
     With `direct` (see `direct_socket`), live events of a caught-up reader
     are written by the hub, one send per reader per published message.
     """
-    yield sse.retry(svc.settings.sse_retry_ms)
+    # The retry line rides with the first frames when they are at hand (an
+    # offset opening, the page read with the record): one send, one wake-up
+    # for the client. Otherwise it goes alone at once, so the headers do.
+    head = sse.retry(svc.settings.sse_retry_ms)
     if opening is not None:
-        yield from opening.frames
+        yield head + b"".join(opening.frames)
         if opening.complete:
             return
+        head = b""
+    elif not first_page:
+        yield head
+        head = b""
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
         for batch in follow_batches(svc, gen_id, after, direct, ended, first_page):
             if isinstance(batch, Quiet):
-                yield sse.PING
+                yield head + sse.PING
             else:
-                yield from _writes(batch)
+                for write in _writes(batch):
+                    yield head + write
+            head = b""
     except HubUnavailable:
         return
     except redis.RedisError as exc:
