@@ -24,6 +24,9 @@ from spool.schemas import GenerationRequest
 
 CANCEL_REASONS = ("user", "abandoned")
 RECORD_OWNER_FIELD = "tenant"  # set when the record is written, never removed
+# The record fields the generation view shows (everything but the request).
+VIEW_FIELDS = ("status", "provider", "model", "finish_reason", "usage", "error", "metrics",
+               "last_seq", "created_ms", "started_ms", "finished_ms", "metadata", "parsed")
 
 
 @dataclass(frozen=True)
@@ -158,41 +161,34 @@ class Generations:
         values, raw = pipe.execute()
         return _fields_of(names, values), [decode_entry(str(item)) for item in raw]
 
+    def load_view(self, gen_id: str) -> tuple[dict[str, str] | None, dict[str, Any] | None,
+                                              dict[str, str]]:
+        """What `GET /v1/generations/{id}` shows, in one round trip: the record's
+        view fields (None: no record), the view built from them, and the
+        `readers` hash. The request (the prompt) is not read."""
+        names = _with_owner(VIEW_FIELDS)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.record(gen_id), names)
+        pipe.get(self.keys.text(gen_id))
+        pipe.lrange(self.keys.tool_calls(gen_id), 0, -1)
+        pipe.hgetall(self.keys.readers(gen_id))
+        values, text, tool_calls, readers = pipe.execute()
+        record = _fields_of(names, values)
+        view = None if record is None else _view(gen_id, record, text, tool_calls)
+        return record, view, readers
+
     def tombstone_tenant(self, gen_id: str) -> str | None:
         """Tenant of an expired generation whose tombstone still stands."""
         value: str | None = self.client.get(self.keys.tombstone(gen_id))  # type: ignore[assignment]
         return value
 
     def view(self, gen_id: str, record: dict[str, str]) -> dict[str, Any]:
-        """The API.md shape of `GET /v1/generations/{id}`."""
+        """The API.md shape of `GET /v1/generations/{id}` for a loaded `record`."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.keys.text(gen_id))
         pipe.lrange(self.keys.tool_calls(gen_id), 0, -1)
         text, tool_calls = pipe.execute()
-        calls = [orjson.loads(raw) for raw in tool_calls]
-        view: dict[str, Any] = {
-            "id": gen_id,
-            "object": "generation",
-            "status": record.get("status"),
-            "provider": record.get("provider"),
-            "model": record.get("model"),
-            "text": text or "",
-            "tool_calls": [
-                {"id": c["id"], "name": c["name"], "arguments": c["arguments"]} for c in calls
-            ],
-            "finish_reason": record.get("finish_reason"),
-            "usage": _json_field(record, "usage"),
-            "error": _json_field(record, "error"),
-            "metrics": _json_field(record, "metrics") or _empty_metrics(),
-            "last_event_id": int(record.get("last_seq", 0)),
-            "created_at": _iso_field(record, "created_ms"),
-            "started_at": _iso_field(record, "started_ms"),
-            "finished_at": _iso_field(record, "finished_ms"),
-            "metadata": _json_field(record, "metadata") or {},
-        }
-        if "parsed" in record:
-            view["parsed"] = _json_field(record, "parsed")
-        return view
+        return _view(gen_id, record, text, tool_calls)
 
     def request_cancel(self, gen_id: str, record: dict[str, str], reason: str = "user") -> str:
         """Ask for cancellation; returns the status to report.
@@ -239,6 +235,34 @@ def _iso_field(record: dict[str, str], name: str) -> str | None:
 
 def _empty_metrics() -> dict[str, Any]:
     return {"queue_ms": None, "ttft_ms": None, "duration_ms": None, "tokens_per_second": None}
+
+
+def _view(gen_id: str, record: dict[str, str], text: str | None,
+          tool_calls: list[str]) -> dict[str, Any]:
+    calls = [orjson.loads(raw) for raw in tool_calls]
+    view: dict[str, Any] = {
+        "id": gen_id,
+        "object": "generation",
+        "status": record.get("status"),
+        "provider": record.get("provider"),
+        "model": record.get("model"),
+        "text": text or "",
+        "tool_calls": [
+            {"id": c["id"], "name": c["name"], "arguments": c["arguments"]} for c in calls
+        ],
+        "finish_reason": record.get("finish_reason"),
+        "usage": _json_field(record, "usage"),
+        "error": _json_field(record, "error"),
+        "metrics": _json_field(record, "metrics") or _empty_metrics(),
+        "last_event_id": int(record.get("last_seq", 0)),
+        "created_at": _iso_field(record, "created_ms"),
+        "started_at": _iso_field(record, "started_ms"),
+        "finished_at": _iso_field(record, "finished_ms"),
+        "metadata": _json_field(record, "metadata") or {},
+    }
+    if "parsed" in record:
+        view["parsed"] = _json_field(record, "parsed")
+    return view
 
 
 def _with_owner(fields: Sequence[str]) -> list[str]:

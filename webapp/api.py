@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -13,10 +14,10 @@ from spool.schemas import RequestError, parse_generation_request
 from webapp.auth import authenticate, stream_url
 from webapp.body import require_json_object
 from webapp.errors import ApiError
-from webapp.launch import find_generation, launch_generation, wait_for_end
+from webapp.launch import find_generation, find_view, launch_generation, wait_for_end
 from webapp.limits import count_deferred
 from webapp.relay.hub import HubUnavailable
-from webapp.relay.presence import count_readers
+from webapp.relay.presence import live_readers
 from webapp.relay.stream import presence
 from webapp.services import services
 
@@ -70,9 +71,8 @@ def get_generation(gen_id: str) -> ResponseReturnValue:
     """The generation record: status, text so far, tool calls, usage, metrics."""
     svc = services()
     tenant = authenticate(svc.settings)
-    record = find_generation(svc, gen_id, tenant)
-    view = svc.generations.view(gen_id, record)
-    view["readers"] = count_readers(svc.redis, svc.keys, gen_id)
+    view, readers = find_view(svc, gen_id, tenant)
+    view["readers"] = live_readers(readers, time.time() * 1000)
     return jsonify(view)
 
 

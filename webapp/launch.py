@@ -142,6 +142,18 @@ def find_generation(svc: Services, gen_id: str, tenant: str | None,
     return owned_generation(svc, gen_id, tenant, record)
 
 
+def find_view(svc: Services, gen_id: str,
+              tenant: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The API view of `gen_id` if `tenant` owns it (else 404 or 410), and its
+    `readers` hash: one round trip, and a poller never pays for the prompt."""
+    if not is_generation_id(gen_id):
+        raise ApiError(404, "no such generation")
+    record, view, readers = svc.generations.load_view(gen_id)
+    owned_generation(svc, gen_id, tenant, record)
+    assert view is not None  # a record exists: owned_generation raised otherwise
+    return view, readers
+
+
 def owned_generation(svc: Services, gen_id: str, tenant: str | None,
                      record: dict[str, str] | None) -> dict[str, str]:
     """`record` (as loaded for `gen_id`) if `tenant` owns it (None: any owner); else 404 or 410."""

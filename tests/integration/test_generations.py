@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import redis
+
 from tests.conftest import Api, StackFactory
 from tests.harness import wait_until
 
@@ -154,3 +156,20 @@ def test_health_and_readiness(api: Api) -> None:
     assert api.get("/healthz").status_code == 200
     ready = api.get("/readyz")
     assert ready.status_code == 200 and ready.json()["workers"] >= 1
+
+
+def test_a_poller_reads_the_record_without_its_prompt(api: Api) -> None:
+    """`GET /v1/generations/{id}` is polled; it must not fetch the (long) request each time."""
+    prompt = "a long prompt " * 20_000  # ~280 KB in the record
+    created = api.create("short answer", messages=[{"role": "user", "content": prompt}])
+    api.stream(created)
+    server = redis.Redis.from_url(api.stack.redis_url)
+    try:
+        before = server.info("stats")["total_net_output_bytes"]
+        record = api.generation(created["id"])
+        sent = server.info("stats")["total_net_output_bytes"] - before
+    finally:
+        server.close()
+    assert record["text"] == "short answer" and record["status"] == "completed"
+    assert record["readers"] == 0
+    assert sent < len(prompt) // 4
