@@ -204,25 +204,25 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
     # The retry line rides with the first frames when they are at hand (an
     # offset opening, the page read with the record): one send, one wake-up
     # for the client. Otherwise it goes alone at once, so the headers do.
-    head = sse.retry(svc.settings.sse_retry_ms)
+    retry_line = sse.retry(svc.settings.sse_retry_ms)
     if opening is not None:
-        yield head + b"".join(opening.frames)
+        yield retry_line + b"".join(opening.frames)
         if opening.complete:
             return
-        head = b""
+        retry_line = b""
     elif not first_page:
-        yield head
-        head = b""
+        yield retry_line
+        retry_line = b""
     if watch is not None:
         watch.attach(gen_id, abandon_s)
     try:
         for batch in follow_batches(svc, gen_id, after, direct, ended, first_page):
             if isinstance(batch, Quiet):
-                yield head + sse.PING
+                yield retry_line + sse.PING
             else:
                 for write in _writes(batch):
-                    yield head + write
-            head = b""
+                    yield retry_line + write
+            retry_line = b""
     except HubUnavailable:
         return
     except redis.RedisError as exc:
