@@ -73,6 +73,7 @@ TRUE_VALUES, FALSE_VALUES = ("true", "1"), ("false", "0", "")
 # What a stream's head is built from (`response_head`), and its abandon window.
 STREAM_FIELDS = (ECHO_FIELD, "created_ms", "metadata", "abandon_after_s")
 
+
 def _events_stream(svc: Services, gen_id: str, events: ResponseEvents, watch: Presence,
                    abandon_s: int | None) -> Iterator[bytes]:
     """The response's events after `events.starting_after`, until its terminal one.
