@@ -17,6 +17,10 @@ connection (and a greenlet) forever. Here:
   or times out is a 400 / 408 JSON answer, and the connection is closed
   (what follows on it cannot be trusted).
 
+A client that left most of its answer unread in the kernel's send buffer
+gets its connection closed after the response rather than kept alive
+(`webapp.unread`).
+
 And a response's head leaves with its first body bytes: gunicorn writes the
 head and each body chunk with separate `sendall`s, and on loopback a send
 costs both sides a wake-up and ~10 % of a `POST /v1/generations`' CPU
@@ -44,6 +48,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from spool.settings import Settings
 from webapp.errors import ApiError
 from webapp.heaptrim import HeapTrimmer
+from webapp.unread import should_close_unread
 
 
 class ReadTimeout(TimeoutError):
@@ -292,7 +297,7 @@ class SpoolGeventWorker(GeventWorker):
             sock.drop_held()  # no answer went out: gunicorn's handle_error sends one
             raise
         sock.flush()  # a head with no body bytes (204, HEAD) goes now
-        if guard is not None and guard.failed:
+        if (guard is not None and guard.failed) or should_close_unread(sock):
             raise StopIteration()  # gunicorn closes the connection
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:

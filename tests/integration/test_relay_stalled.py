@@ -6,6 +6,12 @@ hang on a fast ~250 KB answer, the same web process must keep answering a
 POST, /healthz and a normal reader promptly, and hold a bounded amount of
 memory per stalled connection, handed back (to a bounded, non-growing rest)
 when they close.
+
+On Linux the kernel's send buffer grows to take the whole answer (tcp_wmem
+autotuning, ~360 KB queued per connection here), so the relay is never
+blocked by them; what a stalled reader used to cost the web was its
+kept-alive connection waiting for a next request (~20 KB), which the worker
+no longer keeps for a client that left its answer unread (webapp/unread.py).
 """
 
 from __future__ import annotations
@@ -20,15 +26,19 @@ import pytest
 
 from tests.conftest import Api, StackFactory
 from tests.harness import Stack, wait_until
+from tests.integration.test_relay_direct import dechunk
+from tests.sseclient import Parser
 
 STALLED = 1000
 ANSWER_CHARS = 250_000
 RCVBUF = 4096  # the stalled clients' receive buffer: the server's writes block early
 MAX_KB_PER_STALLED = 30  # web RSS growth per stalled connection, answer streamed
-# After all of them close, RSS left above the warm baseline: allocator arenas
-# pinned by a few survivors (measured +12 to +16 MB for 1,000, docs/architecture.md), and
-# what a second identical round may add to it (measured 0-1 MB).
-MAX_RETAINED_MB = 22
+# After all of them close, RSS left above the warm baseline: what the first
+# crowd of 500 concurrent relays made the process grow by (allocator arenas
+# pinned by a few survivors born meanwhile; measured +9 to +10 MB, +12 to +16
+# when each stalled connection was kept alive, docs/architecture.md), and what
+# a second identical round may add to it (measured 0-1 MB).
+MAX_RETAINED_MB = 14
 MAX_CREEP_MB = 4
 SETTLE_S = 5.0  # closes seen by the server, then heaptrim's delayed trim
 # Bounds that only a starved process misses (the relay that offered every
@@ -146,6 +156,58 @@ def test_stalled_readers_do_not_slow_anyone_and_their_memory_is_bounded(
     # within ~1 MB of baseline after close): bounded, and not growing per round.
     assert after_close - baseline <= MAX_RETAINED_MB << 20
     assert after_second - after_close <= MAX_CREEP_MB << 20
+    api.session.close()
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (a timeout fails)."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def sse_text(response: bytes) -> str:
+    """The delta text of one raw chunked SSE response (checking one `done`, at its end)."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
+    assert body.endswith(b"\r\n0\r\n\r\n")  # the whole chunked body, its end included
+    events = Parser().feed(dechunk(body))
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert [e.event for e in events if e.event in ("done", "error", "cancelled")] == ["done"]
+    assert events[-1].event == "done"
+    return "".join(e.data["text"] for e in events if e.event == "delta")
+
+
+def test_a_client_that_leaves_its_answer_unread_is_not_kept_waiting_for(
+        stalled_stack: Stack) -> None:
+    # The kernel's send buffer takes the whole answer; the server then closes
+    # the connection rather than keep a greenlet waiting for a next request.
+    # The client, reading at last, gets every byte, the body's end, then EOF.
+    api = Api(stalled_stack)
+    text = ("Unread for now, every byte of it later. " * 8000)[:ANSWER_CHARS]
+    big = api.create(text, mock={"tokens_per_second": 0, "ttft_ms": 0},
+                     max_tokens=ANSWER_CHARS // 4 + 10)
+    wait_until(lambda: api.generation(big["id"])["status"] == "completed", timeout=60,
+               what="the big answer to finish")
+    port = stalled_stack.webs[0].port
+    assert port is not None
+    with open_stalled(port, big["stream_url"], 1)[0] as sock:
+        time.sleep(1.0)  # the server writes all of it into the kernel, unread
+        assert sse_text(read_until_closed(sock, timeout=10)) == text
+    # A client that reads its (small) answer keeps its connection for the next request.
+    small = api.create("read at once")
+    streamed_text(api, small)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(f"GET {small['stream_url']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            response = b""
+            while not response.endswith(b"\r\n0\r\n\r\n"):
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed a connection whose client reads"
+                response += chunk
+            assert sse_text(response) == "read at once"
     api.session.close()
 
 
