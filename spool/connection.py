@@ -128,10 +128,12 @@ def detect_cluster(url: str) -> bool:
 
 
 def _single_node(url: str, max_connections: int | None, blocking: bool,
-                 **options: Any) -> redis.Redis:
+                 queue_class: Any = None, **options: Any) -> redis.Redis:
     options.update(_counting(url, False))
     if blocking:
         # Hundreds of greenlets share a few connections: wait for one, never fail.
+        if queue_class is not None:
+            options["queue_class"] = queue_class
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections or 50, timeout=POOL_WAIT_S, **options)
         return redis.Redis(connection_pool=pool)
@@ -166,13 +168,15 @@ def connect(
     max_connections: int | None = None,
     cluster: bool | None = False,
     blocking: bool = False,
+    queue_class: Any = None,
 ) -> Any:
     """A client for Spool's keys: decoded strings, keepalive, bounded pool.
 
     `cluster`: True for a Redis Cluster client, False for a single node,
     None to ask the server (`SPOOL_REDIS_CLUSTER` unset). With `blocking`,
     callers past `max_connections` wait for a free connection instead of
-    failing (what a process with hundreds of greenlets needs).
+    failing (what a process with hundreds of greenlets needs); `queue_class`
+    then replaces the pool's `queue.LifoQueue` (the web's is fair to waiters).
     """
     if cluster is None:
         cluster = detect_cluster(url)
@@ -186,7 +190,7 @@ def connect(
         # The Cluster client keeps one pool per node; the bound is per node.
         return RedisCluster.from_url(url, max_connections=max_connections or 2**31, **common,
                                      **_counting(url, True))
-    return _single_node(url, max_connections, blocking, **common)
+    return _single_node(url, max_connections, blocking, queue_class, **common)
 
 
 def is_cluster(client: Any) -> bool:

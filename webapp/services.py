@@ -20,6 +20,7 @@ from spool.keys import Keys
 from spool.log import EventLog, open_event_log
 from spool.settings import Settings
 from webapp.batcher import PipelineBatcher
+from webapp.fairqueue import FairLifoQueue
 from webapp.relay.hub import Hub
 from webapp.relay.shardhub import ShardedHub, make_hub
 
@@ -76,11 +77,13 @@ class Services:
         if cluster is None:
             cluster = detect_cluster(settings.redis_url)
         client = connect(settings.redis_url, cluster=cluster, blocking=True,
-                         max_connections=CLUSTER_POOL_SIZE if cluster else REDIS_POOL_SIZE)
+                         max_connections=CLUSTER_POOL_SIZE if cluster else REDIS_POOL_SIZE,
+                         queue_class=FairLifoQueue)
         event_log = open_event_log(settings, client)
         relay_client = client if cluster else connect(settings.redis_url, cluster=False,
                                                       blocking=True,
-                                                      max_connections=RELAY_POOL_SIZE)
+                                                      max_connections=RELAY_POOL_SIZE,
+                                                      queue_class=FairLifoQueue)
         keys = event_log.keys
         generations = Generations(client, keys, event_log)
         relay_log = open_event_log(settings, relay_client)
