@@ -38,6 +38,7 @@ LINGER_S = 5.0  # keep a channel subscribed this long after its last reader leav
 RECONNECT_MAX_S = 2.0
 KEEPALIVE_S = 10.0  # PING the subscriber connection this often
 STALE_AFTER_S = 3 * KEEPALIVE_S  # no bytes for this long: the connection is dead
+MAX_BATCH = 512  # messages read off the connection before they are handed out
 
 
 @dataclass(frozen=True)
@@ -168,23 +169,40 @@ class Hub:
     def _read_loop(self) -> None:
         conn = self._conn
         while True:
-            reply = conn.read_response(timeout=None, disconnect_on_error=False)
+            # Everything already received is taken before anything is handed
+            # out: a channel's messages then reach each reader as one item
+            # (one socket write), however far behind the hub has fallen.
+            batch: dict[str, list[bytes]] = {}
+            self._take(conn.read_response(timeout=None, disconnect_on_error=False), batch)
+            taken = 1
+            while taken < MAX_BATCH and conn.can_read(timeout=0):
+                self._take(conn.read_response(timeout=None, disconnect_on_error=False), batch)
+                taken += 1
             self._last_read = time.monotonic()
-            kind = reply[0]
-            if kind == self._verbs.message:
-                self._dispatch(reply[1].decode(), reply[2])
-            elif kind == self._verbs.confirmed:
-                state = self._channels.get(reply[1].decode())
-                if state is not None:
-                    state.confirmed.set()
+            for channel, raws in batch.items():
+                self._dispatch(channel, raws)
+            # A flood never empties the socket, so reading never waits: let
+            # readers, new connections and requests have their turn.
+            gevent.sleep(0)
 
-    def _dispatch(self, channel: str, raw: bytes) -> None:
+    def _take(self, reply: Any, batch: dict[str, list[bytes]]) -> None:
+        kind = reply[0]
+        if kind == self._verbs.message:
+            batch.setdefault(reply[1].decode(), []).append(reply[2])
+        elif kind == self._verbs.confirmed:
+            state = self._channels.get(reply[1].decode())
+            if state is not None:
+                state.confirmed.set()
+
+    def _dispatch(self, channel: str, raws: list[bytes]) -> None:
         state = self._channels.get(channel)
         if state is None or not state.subs:
             return
         # Several entries are published together as lines (spool.appendscript).
-        item: Item = (tuple(live(line) for line in raw.split(b"\n")) if b"\n" in raw
-                      else live(raw))
+        if len(raws) == 1 and b"\n" not in raws[0]:
+            item: Item = live(raws[0])
+        else:
+            item = tuple(live(line) for raw in raws for line in raw.split(b"\n"))
         for sub in state.subs:
             sub.offer(item)
 
