@@ -95,11 +95,15 @@ def _backlog(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int
         if not entries:
             return last if svc.reader_redis.exists(svc.keys.log(gen_id)) else None
         page, ended = _until_terminal(entries)
+        full = len(entries) == READ_PAGE
         yield page
         last = page[-1].seq
+        # Let go of the page before waiting for the next one (a pool
+        # connection, Redis): a crowd catching up would each hold ~100 KB.
+        del entries, page
         if ended:
             return None
-        if len(entries) < READ_PAGE:
+        if not full:
             return last
 
 

@@ -223,6 +223,7 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
                 for write in _writes(batch):
                     yield retry_line + write
             retry_line = b""
+            del batch  # not held while the next one is read (see follow._backlog)
     except HubUnavailable:
         return
     except redis.RedisError as exc:
