@@ -41,6 +41,8 @@ MAX_KB_PER_STALLED = 30  # web RSS growth per stalled connection, answer streame
 MAX_RETAINED_MB = 14
 MAX_CREEP_MB = 4
 SETTLE_S = 5.0  # closes seen by the server, then heaptrim's delayed trim
+TOKENS = ANSWER_CHARS // 4  # the mock's tokens are ~4 characters
+HOT_STREAM_S = 6.0  # how long the hot answer streams: the checks run meanwhile
 # Bounds that only a starved process misses (the relay that offered every
 # message to every full queue answered a POST in 21 s, /healthz in 5 s).
 PROMPT_S = 3.0
@@ -86,7 +88,7 @@ def timed(call: object) -> float:
 
 @pytest.fixture
 def stalled_stack(make_stack: StackFactory) -> Iterator[Stack]:
-    yield make_stack(env={"SPOOL_MAX_TOKENS_LIMIT": str(ANSWER_CHARS // 4 + 10),
+    yield make_stack(env={"SPOOL_MAX_TOKENS_LIMIT": str(TOKENS + 10),
                           "SPOOL_RATE_LIMIT": "100000"})
 
 
@@ -100,7 +102,7 @@ def stall_on_a_big_answer(api: Api, stack: Stack, text: str, n: int
     sockets = open_stalled(port, big["stream_url"], n)
     wait_until(lambda: api.generation(big["id"])["status"] == "completed", timeout=120,
                what="the big answer to finish")
-    time.sleep(1.0)  # the relay has run into every stalled reader's full socket
+    time.sleep(1.0)  # the relays have handed it all to the kernel (webapp/unread.py)
     return big, sockets
 
 
@@ -156,6 +158,37 @@ def test_stalled_readers_do_not_slow_anyone_and_their_memory_is_bounded(
     # within ~1 MB of baseline after close): bounded, and not growing per round.
     assert after_close - baseline <= MAX_RETAINED_MB << 20
     assert after_second - after_close <= MAX_CREEP_MB << 20
+    api.session.close()
+
+
+def test_a_crowd_on_a_hot_stream_does_not_starve_anyone_else(stalled_stack: Stack) -> None:
+    # 1,000 stalled readers attached to an answer that streams for seconds:
+    # they catch up from the log over and over, on the readers' Redis pool.
+    # A new stream's opening (same pool), a POST and /healthz are served
+    # while they do. (A pool that let a returning greenlet take its
+    # connection back kept a new reader waiting 15-22 s, until the crowd was done.)
+    api = Api(stalled_stack)
+    port = stalled_stack.webs[0].port
+    assert port is not None
+    text = ("A hot answer that a thousand clients never read. " * 6000)[:ANSWER_CHARS]
+    hot = api.create(text, mock={"tokens_per_second": TOKENS / HOT_STREAM_S, "ttft_ms": 0},
+                     max_tokens=TOKENS + 10)
+    sockets = open_stalled(port, hot["stream_url"], STALLED)
+    try:
+        time.sleep(1.0)  # all of them attached and catching up
+        assert timed(lambda: api.get("/healthz").raise_for_status()) < PROMPT_S
+        normal: dict[str, Any] = {}
+        assert timed(lambda: normal.update(api.create("a new reader", mock={
+            "tokens_per_second": 200, "ttft_ms": 0}))) < PROMPT_S
+        assert timed(lambda: normal.update(text_read=streamed_text(api, normal))) < PROMPT_S
+        assert normal["text_read"] == "a new reader"
+        # ...all of that while the hot answer was still streaming to the crowd.
+        assert api.generation(hot["id"])["status"] == "in_progress"
+    finally:
+        for sock in sockets:
+            sock.close()
+        # Not kept running for the stack's shutdown (the worker's grace would wait for it).
+        api.post(f"/v1/generations/{hot['id']}/cancel")
     api.session.close()
 
 
