@@ -215,8 +215,10 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
         retry_line = b""
     if watch is not None:
         watch.attach(gen_id, abandon_s)
+    runs = follow_batches(svc, gen_id, after, direct, ended, first_page)
+    del first_page  # follow_batches lets go of it once sent (see there)
     try:
-        for batch in follow_batches(svc, gen_id, after, direct, ended, first_page):
+        for batch in runs:
             if isinstance(batch, Quiet):
                 yield retry_line + sse.PING
             else:
