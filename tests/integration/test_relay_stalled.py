@@ -74,10 +74,15 @@ def streamed_text(api: Api, created: dict[str, Any]) -> str:
     """The text of a whole stream, checking ids 1..n and one terminal event at the end."""
     result = api.stream(created)
     assert result.status == 200 and result.complete
-    assert [e.id for e in result.events] == list(range(1, len(result.events) + 1))
-    assert [e.event for e in result.events].count("done") == 1
-    assert result.events[-1].event == "done"
-    return "".join(e.data["text"] for e in result.events if e.event == "delta")
+    return checked_text(result.events)
+
+
+def checked_text(events: list[Any]) -> str:
+    """The delta text of a stream's events: ids 1..n, one terminal event, `done`, at the end."""
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert [e.event for e in events if e.event in ("done", "error", "cancelled")] == ["done"]
+    assert events[-1].event == "done"
+    return "".join(e.data["text"] for e in events if e.event == "delta")
 
 
 def timed(call: object) -> float:
@@ -206,11 +211,7 @@ def sse_text(response: bytes) -> str:
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
     assert body.endswith(b"\r\n0\r\n\r\n")  # the whole chunked body, its end included
-    events = Parser().feed(dechunk(body))
-    assert [e.id for e in events] == list(range(1, len(events) + 1))
-    assert [e.event for e in events if e.event in ("done", "error", "cancelled")] == ["done"]
-    assert events[-1].event == "done"
-    return "".join(e.data["text"] for e in events if e.event == "delta")
+    return checked_text(Parser().feed(dechunk(body)))
 
 
 def test_a_client_that_leaves_its_answer_unread_is_not_kept_waiting_for(
