@@ -211,9 +211,9 @@ def test_a_finished_stream_leaves_its_connection_for_the_next(fake: FakeProvider
 
 def test_the_body_is_read_below_httpx_with_the_same_text(fake: FakeProvider, vendor: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lean body read (worker.providers._sse.raw_body) serves these real SDK
+    """The lean body read (worker.providers._rawbody) serves these real SDK
     responses, and gives what httpx's own iter_bytes path gives."""
-    from worker.providers import _sse
+    from worker.providers import _rawbody, _sse
 
     served: list[bool] = []
     real = _sse.raw_body
@@ -223,12 +223,23 @@ def test_the_body_is_read_below_httpx_with_the_same_text(fake: FakeProvider, ven
         served.append(chunks is not None)
         return chunks
 
+    decoded: list[bytes] = []
+
+    class WatchedDecoder(_rawbody.ChunkDecoder):
+        def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+            payload, rest = super().feed(data)
+            decoded.append(payload)
+            return payload, rest
+
     spec = {"text": TEXT, "chunk_chars": 2}
     monkeypatch.setattr(_sse, "raw_body", watched)
+    monkeypatch.setattr(_rawbody, "ChunkDecoder", WatchedDecoder)
     lean = collect(open_stream(fake, vendor, spec))
     monkeypatch.setattr(_sse, "raw_body", lambda response: None)  # httpx's path
     plain = collect(open_stream(fake, vendor, spec))
     assert served == [True]
+    # The chunked framing was decoded below h11 too, to the body's last event.
+    assert decoded and b"".join(decoded).endswith(b"\n\n")
     assert text_of(lean) == text_of(plain) == TEXT
     assert [type(p) for p in lean] == [type(p) for p in plain]
 

@@ -1,8 +1,9 @@
 """Shared plumbing for SDK-backed providers: raw SSE parsing and error mapping.
 
 Providers keep the SDK's client (auth, base URL, timeouts, exception types)
-but read the raw response body and parse events here, because building the
-SDK's typed chunk object per token costs far more CPU than the token is worth.
+but read the raw response body (`_rawbody`) and parse events here, because
+building the SDK's typed chunk object per token costs far more CPU than the
+token is worth.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import h11
 import httpx2
 import orjson
 
+from worker.providers._rawbody import raw_body
 from worker.providers.base import Piece, ProviderError
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -23,7 +25,6 @@ INVALID_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
 AUTH_STATUSES = frozenset({401, 403})
 
 Event = tuple[bytes, bytes]  # (event name or b"", data)
-RAW_READ_BYTES = 65536  # httpcore's own read size
 
 
 def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
@@ -60,49 +61,6 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
             elif field == b"event":
                 name = value
             # comments (empty field), `id` and `retry` mean nothing to a provider stream
-
-
-def raw_body(response: httpx2.Response) -> Iterator[bytes] | None:
-    """The body of a streamed HTTP/1.1 response read below httpx, or None if that
-    cannot be done safely (then the caller reads `iter_bytes()`).
-
-    Measured: httpx's and httpcore's per-chunk layers (seven generators, two
-    context managers and a settimeout per read) cost about as much as
-    everything else the worker does per token. This reads the connection's
-    socket and feeds h11 exactly as httpcore would (same parser, so the
-    connection's state stays right and a body read to its end still returns
-    the connection to the pool), skipping only the layers between. The SDK
-    still sent the request; compressed bodies, HTTP/2 and any shape this does
-    not recognise take httpx's own path.
-    """
-    if response.headers.get("content-encoding", "identity") != "identity":
-        return None
-    # httpx2 BoundSyncStream -> ResponseStream -> httpcore2 PoolByteStream
-    # -> HTTP/1.1 byte stream -> its connection.
-    found: Any = response.stream
-    for name in ("_stream", "_httpcore_stream", "_stream", "_connection"):
-        found = getattr(found, name, None)
-    state = getattr(found, "_h11_state", None)
-    sock = getattr(getattr(found, "_network_stream", None), "_sock", None)
-    if not isinstance(state, h11.Connection) or not hasattr(sock, "recv"):
-        return None
-    read_s = response.request.extensions.get("timeout", {}).get("read")
-    return _h11_body(state, sock, read_s)
-
-
-def _h11_body(state: h11.Connection, sock: Any, read_s: float | None) -> Iterator[bytes]:
-    sock.settimeout(read_s)  # the SDK's read timeout, as httpcore sets it per read
-    while True:
-        event = state.next_event()
-        if event is h11.NEED_DATA:
-            data = sock.recv(RAW_READ_BYTES)
-            if not data and state.their_state is h11.SEND_RESPONSE:
-                raise OSError("the provider closed the connection mid-response")
-            state.receive_data(data)
-        elif isinstance(event, h11.Data):
-            yield bytes(event.data)
-        elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
-            return
 
 
 def loads(data: bytes) -> Any:
