@@ -225,6 +225,22 @@ class EventLog:
         raw = self.client.lrange(self.keys.log(gen_id), after, after + limit - 1)
         return [decode_entry(str(item)) for item in raw]
 
+    def read_after(self, gen_id: str, after: int,
+                   limit: int = READ_PAGE) -> list[LogEntry] | None:
+        """Entries with seq > `after` (at most `limit`), or None if the log is gone.
+
+        One command where `read` and an EXISTS would be two: for `after` >= 1
+        the range starts at entry `after` itself, which the log holds while it
+        exists (entries are only appended, and the whole log expires at
+        once), so an empty reply means the log is gone, and a reply of that
+        entry alone means nothing new. `after` must not be past the log's end.
+        """
+        first = max(after - 1, 0)
+        raw = self.client.lrange(self.keys.log(gen_id), first, after + limit - 1)
+        if not raw:
+            return None  # with after == 0: a live log always holds event 1
+        return [decode_entry(str(item)) for item in raw[after - first:]]
+
     def read_all(self, gen_id: str, after: int = 0) -> list[LogEntry]:
         """Every entry after `after`, paged."""
         entries: list[LogEntry] = []

@@ -121,3 +121,17 @@ def test_a_resent_append_is_answered_not_applied_twice(store: Any) -> None:
     # Another writer (a rerun after a lost worker) is not mistaken for a resend.
     keys_c, args_c = log.arguments(gen_id, "delta", {"text": "!"}, writer=("w2", 1))
     assert log.script(keys=keys_c, args=args_c) == 4
+
+
+def test_read_after_tells_nothing_new_from_a_log_that_is_gone(store: Any) -> None:
+    client, keys, log, gens = store
+    gen_id = create(gens)
+    for i in range(3):
+        log.append(gen_id, "delta", {"text": str(i)})
+    assert [e.seq for e in log.read_after(gen_id, 0)] == [1, 2, 3, 4]
+    assert [e.seq for e in log.read_after(gen_id, 2)] == [3, 4]
+    assert [e.seq for e in log.read_after(gen_id, 2, limit=1)] == [3]
+    assert log.read_after(gen_id, 4) == []  # caught up: nothing new, the log is there
+    client.delete(keys.log(gen_id))
+    assert log.read_after(gen_id, 4) is None  # gone
+    assert log.read_after(gen_id, 0) is None

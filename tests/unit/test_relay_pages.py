@@ -27,7 +27,7 @@ class WatchingLog:
         self.rest = rest
         self.alive_at_read: list[bool] = []
 
-    def read(self, gen_id: str, after: int, limit: int) -> list[LogEntry]:
+    def read_after(self, gen_id: str, after: int, limit: int) -> list[LogEntry]:
         self.alive_at_read.append(self.earlier() is not None)
         entries, self.rest = self.rest, []
         return entries

@@ -91,9 +91,11 @@ def _backlog(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int
     """
     last = after
     while True:
-        entries = svc.reader_log.read(gen_id, last, READ_PAGE)
+        entries = svc.reader_log.read_after(gen_id, last, READ_PAGE)
+        if entries is None:
+            return None
         if not entries:
-            return last if svc.reader_redis.exists(svc.keys.log(gen_id)) else None
+            return last
         page, ended = _until_terminal(entries)
         full = len(entries) == READ_PAGE
         yield page
