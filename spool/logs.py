@@ -166,6 +166,14 @@ def wants_json(log_format: str, stream: IO[str]) -> bool:
     return log_format == "json"
 
 
+# The SDKs' HTTP clients log one INFO line per request ("HTTP Request: POST
+# …/chat/completions 200"), which the worker's own "generation ended" line
+# already covers; formatting and writing it was a fifth of the CPU of opening
+# a provider stream (py-spy, 600 one-token streams through `openai`). They
+# still log at DEBUG level, and their warnings always.
+HTTP_CLIENT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+
+
 def configure(*, log_format: str = "auto", log_content: bool = False,
               secrets: Iterable[str | None] = (), level: str = "INFO",
               stream: IO[str] | None = None) -> None:
@@ -192,6 +200,9 @@ def configure(*, log_format: str = "auto", log_content: bool = False,
     logging._srcfile = None
     logging.logThreads = False
     root.setLevel(level.upper())
+    quiet = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    for name in HTTP_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
 
 
 def configure_from_settings(settings: Any, level: str = "INFO") -> None:

@@ -109,3 +109,15 @@ def test_observation_counts_once_and_frees_its_slot() -> None:
     assert taken[m.series(m.TTFT, ("mock",), "count")] == 1
     assert taken[m.series(m.INTER_TOKEN, ("mock",), "count")] == 1
     assert in_flight.gauges(10)[m.series(m.SLOTS_IN_USE, ())] == 0
+
+
+@pytest.mark.parametrize("name", logs.HTTP_CLIENT_LOGGERS)
+def test_http_client_request_lines_only_at_debug(name: str) -> None:
+    _, out = _capture(log_format="json", level="INFO")
+    client = logging.getLogger(name)
+    client.info("HTTP Request: POST http://x/v1/chat/completions 200")
+    client.warning("retrying")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["retrying"]
+    _, out = _capture(log_format="json", level="DEBUG")
+    client.info("HTTP Request: POST http://x/v1/chat/completions 200")
+    assert "HTTP Request" in out.getvalue()
