@@ -110,6 +110,10 @@ class FakeProviderServer:
 
     def _handle(self, sock: socket.socket, _addr: Any) -> None:
         conn = next(self._conns)
+        # As a real provider's server does: each SSE chunk is a small write, and
+        # with Nagle's algorithm one waits for the client's (delayed, up to
+        # 40 ms) ACK of the one before on a kept-alive connection.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             while True:
                 request = read_request(sock)
