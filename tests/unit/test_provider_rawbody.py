@@ -166,3 +166,13 @@ def test_a_connection_closed_mid_body_is_an_error(cut: int) -> None:
         for _ in read_body(conn, ours):
             pass
     ours.close()
+
+
+def test_a_length_delimited_body_cut_short_is_an_error() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"
+    conn, ours, theirs = response_over_socket([head, b"hello"])
+    theirs.close()
+    with pytest.raises(h11.RemoteProtocolError):
+        for _ in read_body(conn, ours):
+            pass
+    ours.close()

@@ -140,24 +140,17 @@ def read_body(state: h11.Connection, sock: Any) -> Iterator[bytes]:
         event = state.next_event()
         if event is h11.NEED_DATA:
             if _at_chunk_boundary(state):
-                yield from _chunked(state, sock)
-                return
-            state.receive_data(_recv(state, sock))
+                yield from _chunks(state, sock)  # h11 then reads the terminal chunk
+            else:
+                state.receive_data(sock.recv(RAW_READ_BYTES))  # b"" at EOF: h11 raises
         elif isinstance(event, h11.Data):
             yield bytes(event.data)
         elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
             return
 
 
-def _recv(state: h11.Connection, sock: Any) -> bytes:
-    data: bytes = sock.recv(RAW_READ_BYTES)
-    if not data and state.their_state is h11.SEND_RESPONSE:
-        raise OSError("the provider closed the connection mid-response")
-    return data
-
-
-def _chunked(state: h11.Connection, sock: Any) -> Iterator[bytes]:
-    """The rest of a chunked body decoded here; its end handed to h11."""
+def _chunks(state: h11.Connection, sock: Any) -> Iterator[bytes]:
+    """Chunk data decoded here up to the terminal chunk, which goes back to h11."""
     decoder = ChunkDecoder()
     while True:
         data = sock.recv(RAW_READ_BYTES)
@@ -167,16 +160,8 @@ def _chunked(state: h11.Connection, sock: Any) -> Iterator[bytes]:
         if payload:
             yield payload
         if rest is not None:
-            break
-    state.receive_data(rest)
-    while True:
-        event = state.next_event()
-        if event is h11.NEED_DATA:
-            state.receive_data(_recv(state, sock))
-        elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+            state.receive_data(rest)
             return
-        else:  # nothing but trailers can follow the terminal chunk
-            raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} after the body")
 
 
 def _at_chunk_boundary(state: h11.Connection) -> bool:
