@@ -52,3 +52,52 @@ def test_a_burst_of_messages_reaches_a_reader_as_one_run(redis_server: Any) -> N
     assert result["other"]["seqs"] == [1, 2, 3, 4, 5]
     # ...in one item (one socket write per reader), not one per message.
     assert result["burst"]["items"] <= 3
+
+
+
+LARGE_SCRIPT = r'''
+from gevent import monkey
+monkey.patch_all()
+import json, sys
+import gevent
+import redis
+from webapp.relay.hub import Hub, Live, Gap
+
+hub = Hub(sys.argv[1])
+stalled = hub.subscribe("hubtest:big")
+prompt = hub.subscribe("hubtest:big")
+taken = []
+
+def take():
+    while True:
+        item = prompt.queue.get()
+        taken.append("gap" if isinstance(item, Gap)
+                     else [e.seq for e in ((item,) if isinstance(item, Live) else item)])
+
+gevent.spawn(take)
+publisher = redis.Redis.from_url(sys.argv[1])
+pipe = publisher.pipeline(transaction=False)
+for seq in range(1, 41):  # 40 events of 64 KB (2.6 MB) published at once
+    pipe.publish("hubtest:big", '%d delta {"text":"%s"}' % (seq, "x" * 65536))
+pipe.execute()
+gevent.sleep(2.0)
+held = []
+while stalled.queue.qsize():
+    item = stalled.queue.get_nowait()
+    held.append("gap" if isinstance(item, Gap) else "events")
+print(json.dumps({"taken": taken, "held": held, "overflowed": stalled.overflowed}))
+'''
+
+
+def test_a_burst_of_large_events_is_cut_into_bounded_items(redis_server: Any) -> None:
+    """The hub's batch stops at ~1 MB, and a stalled reader's queue at its byte bound."""
+    done = subprocess.run([sys.executable, "-c", LARGE_SCRIPT, redis_server.url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # A reader that keeps up gets every event, in items of at most ~1 MB
+    # (16 events of 64 KB), not the whole 2.6 MB burst in one.
+    runs = result["taken"]
+    assert [seq for run in runs for seq in run] == list(range(1, 41)), runs
+    assert len(runs) >= 3 and max(len(run) for run in runs) <= 16, runs
+    # A stalled reader holds one item at most, then overflows to the log.
+    assert result["overflowed"] and result["held"] == ["gap"], result

@@ -27,6 +27,8 @@ from webapp.relay.subscription import Direct
 from webapp.services import Services
 
 MAX_LIVE_BATCH = 256  # live events handed over in one run at most
+PAGE_BYTES = 256 * 1024  # about the most text one backlog page holds (past its first entry)
+CATCH_UP_PAGE = 32  # entries in the first read after a reader fell behind: sizes unknown
 
 
 class Quiet:
@@ -80,7 +82,30 @@ def _until_terminal(entries: list[LogEntry]) -> tuple[list[LogEntry], bool]:
     return entries, False
 
 
-def _backlog(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int | None]:
+class _Pager:
+    """How many entries the next backlog read asks for.
+
+    READ_PAGE for ordinary tokens; fewer once pages of large events are seen,
+    so a page (held while a slow client takes it) stays near PAGE_BYTES.
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self) -> None:
+        self.limit = READ_PAGE
+
+    def learn(self, entries: list[LogEntry]) -> None:
+        """Size the next read from the entries just read."""
+        size = sum(len(entry.data) for entry in entries)
+        self.limit = max(1, min(READ_PAGE, PAGE_BYTES * len(entries) // max(size, 1)))
+
+    def fell_behind(self) -> None:
+        """The reader missed live events of unknown size: read a small page first."""
+        self.limit = min(self.limit, CATCH_UP_PAGE)
+
+
+def _backlog(svc: Services, gen_id: str, after: int,
+             pager: _Pager) -> Generator[Run, None, int | None]:
     """The log's events after `after`, in pages (a long log is never one huge read).
 
     Returns None once the terminal event was yielded, or when the log is
@@ -91,13 +116,15 @@ def _backlog(svc: Services, gen_id: str, after: int) -> Generator[Run, None, int
     """
     last = after
     while True:
-        entries = svc.reader_log.read_after(gen_id, last, READ_PAGE)
+        limit = pager.limit
+        entries = svc.reader_log.read_after(gen_id, last, limit)
         if entries is None:
             return None
         if not entries:
             return last
         page, ended = _until_terminal(entries)
-        full = len(entries) == READ_PAGE
+        full = len(entries) == limit
+        pager.learn(entries)
         yield page
         last = page[-1].seq
         # Let go of the page before waiting for the next one (a pool
@@ -140,8 +167,9 @@ def follow_batches(svc: Services, gen_id: str, after: int,
         # Not kept for the rest of the stream: up to READ_PAGE entries, ~150 KB
         # per reader that joined a long answer (measured with 1,000 of them).
         del page, first_page
+    pager = _Pager()
     if ended:
-        rest = yield from _backlog(svc, gen_id, after)
+        rest = yield from _backlog(svc, gen_id, after, pager)
         if rest is None:
             return
         after = rest
@@ -153,7 +181,8 @@ def follow_batches(svc: Services, gen_id: str, after: int,
         while True:
             if sub.overflowed:
                 sub.reset()  # before the read, so nothing after it is dropped
-            caught_up = yield from _backlog(svc, gen_id, last)
+                pager.fell_behind()
+            caught_up = yield from _backlog(svc, gen_id, last, pager)
             if caught_up is None:
                 return
             last = caught_up

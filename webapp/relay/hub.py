@@ -29,6 +29,7 @@ from webapp.relay.subscription import (  # noqa: F401 (re-exported: the hub's vo
     Live,
     Subscription,
     live,
+    weight,
 )
 
 log = logging.getLogger("spool.hub")
@@ -39,6 +40,7 @@ RECONNECT_MAX_S = 2.0
 KEEPALIVE_S = 10.0  # PING the subscriber connection this often
 STALE_AFTER_S = 3 * KEEPALIVE_S  # no bytes for this long: the connection is dead
 MAX_BATCH = 512  # messages read off the connection before they are handed out
+MAX_BATCH_BYTES = 1024 * 1024  # ...or this many bytes of them (large events)
 
 
 @dataclass(frozen=True)
@@ -173,10 +175,11 @@ class Hub:
             # out: a channel's messages then reach each reader as one item
             # (one socket write), however far behind the hub has fallen.
             batch: dict[str, list[bytes]] = {}
-            self._take(conn.read_response(timeout=None, disconnect_on_error=False), batch)
+            size = self._take(conn.read_response(timeout=None, disconnect_on_error=False), batch)
             taken = 1
-            while taken < MAX_BATCH and conn.can_read(timeout=0):
-                self._take(conn.read_response(timeout=None, disconnect_on_error=False), batch)
+            while taken < MAX_BATCH and size < MAX_BATCH_BYTES and conn.can_read(timeout=0):
+                size += self._take(conn.read_response(timeout=None, disconnect_on_error=False),
+                                   batch)
                 taken += 1
             self._last_read = time.monotonic()
             for channel, raws in batch.items():
@@ -185,14 +188,17 @@ class Hub:
             # readers, new connections and requests have their turn.
             gevent.sleep(0)
 
-    def _take(self, reply: Any, batch: dict[str, list[bytes]]) -> None:
+    def _take(self, reply: Any, batch: dict[str, list[bytes]]) -> int:
+        """File a message under its channel; returns its size (0 for anything else)."""
         kind = reply[0]
         if kind == self._verbs.message:
             batch.setdefault(reply[1].decode(), []).append(reply[2])
-        elif kind == self._verbs.confirmed:
+            return len(reply[2])
+        if kind == self._verbs.confirmed:
             state = self._channels.get(reply[1].decode())
             if state is not None:
                 state.confirmed.set()
+        return 0
 
     def _dispatch(self, channel: str, raws: list[bytes]) -> None:
         state = self._channels.get(channel)
@@ -203,8 +209,9 @@ class Hub:
             item: Item = live(raws[0])
         else:
             item = tuple(live(line) for raw in raws for line in raw.split(b"\n"))
+        size = weight(item)
         for sub in state.subs:
-            sub.offer(item)
+            sub.offer(item, size)
 
     def _housekeep(self) -> None:
         while True:

@@ -9,7 +9,7 @@ gap in seq, the terminal event, a broken connection) ends direct mode: the
 item goes to the reader's queue and the reader's own greenlet takes over, as
 for every reader that is not caught up.
 
-Bounded either way: a full queue switches the reader to catching up from the
+Bounded either way: a full queue (in items or in bytes) switches the reader to catching up from the
 log, once; what it held is dropped and nothing more is offered until the
 reader resets.
 """
@@ -27,6 +27,11 @@ from spool.events import LogEntry, decode_entry
 from webapp.sse import entry_frame
 
 READER_QUEUE_SIZE = 512  # items buffered per reader before it must re-read the log
+# ...or this much memory held for it: an item can be a whole burst of events
+# (see Hub._dispatch), and events can be large (tool-call arguments), so
+# counting items alone let one stalled reader pin tens of MB.
+READER_QUEUE_BYTES = 256 * 1024
+LIVE_OVERHEAD = 200  # bytes of a Live's objects beyond its three byte strings
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,14 @@ _TERMINAL = frozenset({b"done", b"error", b"cancelled"})
 Item = Live | tuple[Live, ...] | Gap
 
 
+def weight(item: Item) -> int:
+    """About what holding `item` costs in memory, in bytes (its share of the queue bound)."""
+    if isinstance(item, Gap):
+        return 0
+    events = (item,) if isinstance(item, Live) else item
+    return sum(len(e.raw) + len(e.frame) + len(e.chunk) + LIVE_OVERHEAD for e in events)
+
+
 def live(raw: bytes) -> Live:
     """Decode one published log entry (`"<seq> <event> <json>"`)."""
     seq, name, data = raw.split(b" ", 2)
@@ -84,19 +97,23 @@ class Mailbox:
     on it; only the hub puts.
     """
 
-    __slots__ = ("_items", "_ready")
+    __slots__ = ("_items", "_ready", "_weights", "held")
 
     def __init__(self) -> None:
         self._items: list[Item] = []
+        self._weights: list[int] = []
+        self.held = 0  # the items' weight (see `weight`)
         self._ready = gevent.event.Event()
 
     def qsize(self) -> int:
         """Items waiting."""
         return len(self._items)
 
-    def put_nowait(self, item: Item) -> None:
-        """Add an item and wake the reader (never blocks)."""
+    def put_nowait(self, item: Item, weight: int = 0) -> None:
+        """Add an item (`weight`: its memory, counted in `held`) and wake the reader."""
         self._items.append(item)
+        self._weights.append(weight)
+        self.held += weight
         self._ready.set()
 
     def get_nowait(self) -> Item:
@@ -104,6 +121,7 @@ class Mailbox:
         if not self._items:
             raise gevent.queue.Empty
         item = self._items.pop(0)
+        self.held -= self._weights.pop(0)
         if not self._items:
             self._ready.clear()
         return item
@@ -117,6 +135,8 @@ class Mailbox:
     def clear(self) -> None:
         """Drop every item."""
         self._items.clear()
+        self._weights.clear()
+        self.held = 0
         self._ready.clear()
 
 
@@ -134,19 +154,21 @@ class Subscription:
         self.pending = b""  # the unsent rest of a partial direct write
         self.broken = False  # a direct write failed: the client is gone
 
-    def offer(self, item: Item) -> None:
-        """Hand over an item without ever blocking the hub."""
+    def offer(self, item: Item, size: int = 0) -> None:
+        """Hand over an item (`size`: its `weight`) without ever blocking the hub."""
         if self.overflowed:
             return
         if self.direct is not None and not isinstance(item, Gap) and self._write(item):
             return
         queue = self.queue
-        if queue.qsize() >= READER_QUEUE_SIZE:
+        waiting = queue.qsize()
+        # One item always fits an empty queue: its reader takes it next.
+        if waiting >= READER_QUEUE_SIZE or (waiting and queue.held + size > READER_QUEUE_BYTES):
             self.overflowed = True
             queue.clear()
             queue.put_nowait(GAP)  # wakes a waiting reader; it re-reads the log
             return
-        queue.put_nowait(item)
+        queue.put_nowait(item, size)
 
     def _write(self, item: Live | tuple[Live, ...]) -> bool:
         """Write `item` straight to the reader's socket; False to queue it instead."""
