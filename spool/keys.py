@@ -8,6 +8,7 @@ touching several of them) is legal there. Cross-generation indexes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -16,8 +17,14 @@ QUEUE_BATCH = "batch"
 PRIORITIES = (QUEUE_INTERACTIVE, QUEUE_BATCH)
 
 
+DIGEST_CACHE_SIZE = 4096  # tenants, credentials and recent idempotency keys
+
+
+@functools.lru_cache(maxsize=DIGEST_CACHE_SIZE)
 def _digest(value: str) -> str:
-    """A short stable digest, so user-chosen strings never become raw key text."""
+    """A short stable digest, so user-chosen strings never become raw key text.
+
+    Cached: the same tenant and credential are digested on every request."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
 
 
