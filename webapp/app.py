@@ -8,7 +8,7 @@ from flask import Flask
 
 from spool.model_listing import with_listed_models
 from spool.settings import Settings
-from webapp import api, cors, leases, metrics, openapi, ops
+from webapp import api, cors, jsonprovider, leases, metrics, openapi, ops
 from webapp.batches import routes as batches
 from webapp.errors import register_error_handlers
 from webapp.facades import ai_sdk, responses
@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = with_listed_models(settings or Settings.from_env())
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    jsonprovider.install(app)
     app.extensions["spool"] = Services.build(settings)
     register_error_handlers(app)
     cors.install(app, settings)
