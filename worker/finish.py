@@ -22,7 +22,8 @@ import gevent
 import gevent.event
 import redis
 from rq.job import Job, JobStatus
-from rq.utils import now
+from rq.results import Result
+from rq.utils import now, utcformat
 from rq.worker import BaseWorker, WorkerStatus
 
 from spool.keys import Keys
@@ -112,6 +113,23 @@ class Finisher:
             self.stores.leases.release_many([slot.job_id for slot in mine],
                                             self.keeper.owner)
 
+    def _queue_rq_success(self, pipe: Any, job: Job, result_ttl: int,
+                          ids: dict[str, Any]) -> None:
+        """`Job._handle_success` without rewriting the whole job hash.
+
+        RQ saves every field of the job again (its call data, creation and
+        enqueue stamps, each formatted anew): ~35 µs of Python and ~600 bytes
+        to Redis per job. Since our start wrote the worker's fields, only the
+        status and the end time have changed; RQ's result and finished
+        registry entries are its own.
+        """
+        ended_at = ids["execution_ended_at"]  # job.ended_at, as set by `_queue_rq_end`
+        pipe.hset(job.key, mapping={"status": JobStatus.FINISHED.value,
+                                    "ended_at": utcformat(ended_at)})
+        Result.create(job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=result_ttl,
+                      worker_name=self.worker.name, pipeline=pipe, **ids)
+        job.finished_job_registry.add(job, result_ttl, pipe)
+
     def _queue_rq_end(self, pipe: Any, slot: Slot, job: Job, failure: str | None) -> None:
         """RQ's end of one job, as its own worker records it."""
         execution = slot.execution
@@ -132,8 +150,7 @@ class Finisher:
             job._status = JobStatus.FINISHED
             result_ttl = job.get_result_ttl(self.worker.default_result_ttl)
             if result_ttl != 0:
-                job._handle_success(result_ttl, pipeline=pipe, worker_name=self.worker.name,
-                                    **ids)
+                self._queue_rq_success(pipe, job, result_ttl, ids)
             job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             self.worker.increment_successful_job_count(pipe)
         else:

@@ -19,6 +19,7 @@ import redis
 from rq.command import send_stop_job_command
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
 from rq.worker import Worker
 
 from spool.events import decode_entry
@@ -135,6 +136,13 @@ def test_many_generations_at_once_exact_text_and_rq_registries(
                what="started registry to empty")
     assert set(ids) <= set(finished.get_job_ids())
     assert {Job.fetch(i, connection=rq_conn).get_status() for i in ids} == {"finished"}
+    # The job as RQ reads it back: its call, its start and end, its result.
+    job = Job.fetch(ids[0], connection=rq_conn)
+    assert job.args == (ids[0],) and job.worker_name == mine[0].name
+    assert job.started_at is not None and job.ended_at is not None
+    assert job.enqueued_at <= job.started_at <= job.ended_at
+    result = job.latest_result()
+    assert result is not None and result.type == Result.Type.SUCCESSFUL
     worker = Worker.find_by_key(mine[0].key, connection=rq_conn)
     assert worker is not None and worker.successful_job_count >= N
     wait_until(lambda: worker.refresh() or worker.get_state() == "idle", timeout=5,
