@@ -23,13 +23,14 @@ import redis
 
 from webapp.relay.subscription import (  # noqa: F401 (re-exported: the hub's vocabulary)
     GAP,
+    LIVE_COPIES,
+    LIVE_OVERHEAD,
     READER_QUEUE_SIZE,
     Gap,
     Item,
     Live,
     Subscription,
     live,
-    weight,
 )
 
 log = logging.getLogger("spool.hub")
@@ -205,11 +206,14 @@ class Hub:
         if state is None or not state.subs:
             return
         # Several entries are published together as lines (spool.appendscript).
+        # Each item's `weight`, from the lengths at hand (a token's share of the
+        # hub's work stays a few additions).
         if len(raws) == 1 and b"\n" not in raws[0]:
             item: Item = live(raws[0])
+            size = LIVE_COPIES * len(raws[0]) + LIVE_OVERHEAD
         else:
             item = tuple(live(line) for raw in raws for line in raw.split(b"\n"))
-        size = weight(item)
+            size = LIVE_COPIES * sum(map(len, raws)) + LIVE_OVERHEAD * len(item)
         for sub in state.subs:
             sub.offer(item, size)
 

@@ -31,7 +31,8 @@ READER_QUEUE_SIZE = 512  # items buffered per reader before it must re-read the 
 # (see Hub._dispatch), and events can be large (tool-call arguments), so
 # counting items alone let one stalled reader pin tens of MB.
 READER_QUEUE_BYTES = 256 * 1024
-LIVE_OVERHEAD = 200  # bytes of a Live's objects beyond its three byte strings
+LIVE_COPIES = 3  # a Live holds its entry three times: raw, SSE frame, HTTP chunk
+LIVE_OVERHEAD = 200  # bytes of a Live's objects beyond those strings
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,7 @@ def weight(item: Item) -> int:
     if isinstance(item, Gap):
         return 0
     events = (item,) if isinstance(item, Live) else item
-    return sum(len(e.raw) + len(e.frame) + len(e.chunk) + LIVE_OVERHEAD for e in events)
+    return sum(LIVE_COPIES * len(e.raw) + LIVE_OVERHEAD for e in events)
 
 
 def live(raw: bytes) -> Live:
