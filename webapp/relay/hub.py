@@ -23,13 +23,12 @@ import redis
 
 from webapp.relay.subscription import (  # noqa: F401 (re-exported: the hub's vocabulary)
     GAP,
-    LIVE_COPIES,
-    LIVE_OVERHEAD,
     READER_QUEUE_SIZE,
     Gap,
     Item,
     Live,
     Subscription,
+    held_bytes,
     live,
 )
 
@@ -210,10 +209,10 @@ class Hub:
         # hub's work stays a few additions).
         if len(raws) == 1 and b"\n" not in raws[0]:
             item: Item = live(raws[0])
-            size = LIVE_COPIES * len(raws[0]) + LIVE_OVERHEAD
+            size = held_bytes(len(raws[0]), 1)
         else:
             item = tuple(live(line) for raw in raws for line in raw.split(b"\n"))
-            size = LIVE_COPIES * sum(map(len, raws)) + LIVE_OVERHEAD * len(item)
+            size = held_bytes(sum(map(len, raws)), len(item))
         for sub in state.subs:
             sub.offer(item, size)
 

@@ -9,9 +9,9 @@ gap in seq, the terminal event, a broken connection) ends direct mode: the
 item goes to the reader's queue and the reader's own greenlet takes over, as
 for every reader that is not caught up.
 
-Bounded either way: a full queue (in items or in bytes) switches the reader to catching up from the
-log, once; what it held is dropped and nothing more is offered until the
-reader resets.
+Bounded either way: a full queue (in items or in bytes) switches the reader
+to catching up from the log, once; what it held is dropped and nothing more
+is offered until the reader resets.
 """
 
 from __future__ import annotations
@@ -74,12 +74,19 @@ _TERMINAL = frozenset({b"done", b"error", b"cancelled"})
 Item = Live | tuple[Live, ...] | Gap
 
 
+def held_bytes(raw_bytes: int, events: int) -> int:
+    """About the memory `events` live events of `raw_bytes` published bytes hold."""
+    return LIVE_COPIES * raw_bytes + LIVE_OVERHEAD * events
+
+
 def weight(item: Item) -> int:
-    """About what holding `item` costs in memory, in bytes (its share of the queue bound)."""
+    """About what holding `item` costs in memory, in bytes (its share of the queue bound).
+
+    The hub computes the same from the published lengths it has at hand."""
     if isinstance(item, Gap):
         return 0
     events = (item,) if isinstance(item, Live) else item
-    return sum(LIVE_COPIES * len(e.raw) + LIVE_OVERHEAD for e in events)
+    return held_bytes(sum(len(e.raw) for e in events), len(events))
 
 
 def live(raw: bytes) -> Live:
