@@ -29,7 +29,7 @@ class OrjsonProvider(DefaultJSONProvider):
     def _fast(self, obj: Any, option: int = 0) -> bytes | None:
         try:
             return orjson.dumps(obj, default=self.default, option=_OPTIONS | option)
-        except (orjson.JSONEncodeError, TypeError):
+        except orjson.JSONEncodeError:  # Flask's own `default` refusing raises it too
             return None
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:

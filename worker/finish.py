@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import gevent
@@ -113,7 +114,7 @@ class Finisher:
             self.stores.leases.release_many([slot.job_id for slot in mine],
                                             self.keeper.owner)
 
-    def _queue_rq_success(self, pipe: Any, job: Job, result_ttl: int,
+    def _queue_rq_success(self, pipe: Any, job: Job, result_ttl: int, ended_at: datetime,
                           ids: dict[str, Any]) -> None:
         """`Job._handle_success` without rewriting the whole job hash.
 
@@ -123,7 +124,6 @@ class Finisher:
         status and the end time have changed; RQ's result and finished
         registry entries are its own.
         """
-        ended_at = ids["execution_ended_at"]  # job.ended_at, as set by `_queue_rq_end`
         pipe.hset(job.key, mapping={"status": JobStatus.FINISHED.value,
                                     "ended_at": utcformat(ended_at)})
         Result.create(job, Result.Type.SUCCESSFUL, return_value=job._result, ttl=result_ttl,
@@ -133,24 +133,24 @@ class Finisher:
     def _queue_rq_end(self, pipe: Any, slot: Slot, job: Job, failure: str | None) -> None:
         """RQ's end of one job, as its own worker records it."""
         execution = slot.execution
-        job.ended_at = now()
+        job.ended_at = ended_at = now()
         if slot.stopped and failure is None:
             failure = "Job stopped by user (rq stop-job): the generation was cancelled."
         if execution is not None:
             execution.delete(job, pipe)
         self.worker.increment_total_working_time(
-            job.ended_at - (job.started_at or job.ended_at), pipe)
+            ended_at - (job.started_at or ended_at), pipe)
         if slot.gone:
             return  # the settler requeued or failed the job in RQ
         ids: dict[str, Any] = {
             "execution_id": execution.id if execution else None,
             "execution_started_at": execution.created_at if execution else None,
-            "execution_ended_at": job.ended_at}
+            "execution_ended_at": ended_at}
         if failure is None:
             job._status = JobStatus.FINISHED
             result_ttl = job.get_result_ttl(self.worker.default_result_ttl)
             if result_ttl != 0:
-                self._queue_rq_success(pipe, job, result_ttl, ids)
+                self._queue_rq_success(pipe, job, result_ttl, ended_at, ids)
             job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
             self.worker.increment_successful_job_count(pipe)
         else:
