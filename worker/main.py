@@ -21,7 +21,7 @@ from spool import logs, metrics
 from spool.collector import tune_gc
 from spool.connection import connect_rq
 from spool.settings import Settings
-from worker import batchfeed, providers, serializers
+from worker import batchfeed, providers, rqtime, serializers
 from worker.context import WorkerContext, set_context
 from worker.worker import SpoolWorker
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = WorkerContext.build(settings)
     set_context(ctx)
     serializers.install()
+    rqtime.install()
     # Import the SDKs and make their clients now, not on a generation's first request.
     adapters = providers.registry(settings)
     log.info("providers ready in %.2f s: %s", adapters.build_s, ", ".join(
