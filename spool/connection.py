@@ -16,11 +16,15 @@ plain Redis.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
+import select
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis._parsers import _HiredisParser
 from redis.cluster import RedisCluster
 
 from spool.metrics import RECORDER, REDIS_ERRORS
@@ -86,6 +90,43 @@ class _CountErrors:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             RECORDER.inc(REDIS_ERRORS, type(exc).__name__)
             raise
+
+    def can_read(self, timeout: float = 0) -> bool:
+        """redis-py's check, minus its trip through the event loop when nothing waits.
+
+        A pool checks every connection it hands out (`can_read(0)`, a stale
+        reply or a closed socket) with `select.poll`, which gevent replaces
+        with a poll that always switches to its hub: each checkout then waited
+        behind every other ready greenlet (in a burst of 300 POSTs, 130-300 ms
+        per admission) and cost ~30 µs. A zero-timeout poll never blocks, so
+        the system's own poll answers here; anything to read (or a closed
+        socket, which reads as readable) still goes through redis-py.
+        """
+        sock = getattr(self, "_sock", None)
+        if (timeout == 0 and sock is not None and not hasattr(sock, "pending")
+                and isinstance(getattr(self, "_parser", None), _HiredisParser)
+                and not self._parser._reader.has_data()  # type: ignore[attr-defined]
+                and not _readable_now(sock)):
+            return False
+        return bool(super().can_read(timeout))  # type: ignore[misc]
+
+
+@functools.cache
+def _system_poll() -> Callable[[], Any]:
+    """The system's `select.poll`, also where gevent has patched `select`."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return select.poll
+    found: Callable[[], Any] = monkey.get_original("select", "poll")
+    return found
+
+
+def _readable_now(sock: Any) -> bool:
+    """Whether `sock` has bytes (or its end) waiting, without waiting or yielding."""
+    poller = _system_poll()()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class CountingConnection(_CountErrors, redis.Connection):
