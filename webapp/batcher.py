@@ -7,6 +7,14 @@ its commands here; one greenlet sends whatever queued while its previous
 round trip was in flight, as one pipeline, and hands each caller its own
 replies. Alone, a request pays exactly its own round trip; under load, N
 requests share one (the worker's event writer does the same for appends).
+
+A shared round trip must not become a wait, though: gevent runs every ready
+greenlet before the batcher's turn, so a burst of 300 POSTs parsed all 300
+bodies (~150 ms of CPU) before the first admission left, and the worker
+started the first job 100-200 ms after its request was parsed (queue wait
+p50 183 ms). Once SPILL_AT calls are waiting, the call that makes them so
+sends them itself, at once, on a connection of its own: a job reaches the
+queue at most SPILL_AT parses after its request.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from spool.connection import exchange
 log = logging.getLogger("spool.web")
 
 MAX_BATCH = 500  # requests per pipeline
+SPILL_AT = 16  # calls waiting for the batcher's turn before the last of them sends them
 
 
 @dataclass(slots=True)
@@ -50,11 +59,15 @@ class PipelineBatcher:
         response callbacks). A command's error comes back as its reply; a
         connection error raises.
         """
-        if self._greenlet is None or self._greenlet.dead:
-            self._greenlet = gevent.spawn(self._run)
         done = gevent.event.AsyncResult()
         self._pending.append(_Call(list(commands), done))
-        self._wake.set()
+        if len(self._pending) >= SPILL_AT:
+            batch, self._pending = self._pending, []
+            self._deliver(batch)
+        else:
+            if self._greenlet is None or self._greenlet.dead:
+                self._greenlet = gevent.spawn(self._run)
+            self._wake.set()
         replies: list[Any] = done.get()
         return replies
 
@@ -64,16 +77,27 @@ class PipelineBatcher:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    replies = self._send([c for call in batch for c in call.commands])
-                except Exception as exc:  # any failure: every caller hears it, none hangs
-                    for call in batch:
-                        call.done.set_exception(exc)
-                    continue
-                at = 0
-                for call in batch:
-                    call.done.set(replies[at:at + len(call.commands)])
-                    at += len(call.commands)
+                self._deliver(batch)
+
+    def _deliver(self, batch: list[_Call]) -> None:
+        """One round trip for `batch`; each caller gets its replies (or the failure)."""
+        try:
+            replies = self._send([c for call in batch for c in call.commands])
+        except BaseException as exc:  # any failure: every caller hears it, none hangs
+            # A spilling request's greenlet may itself be killed (a shutdown):
+            # the others then hear a connection error, as for a lost Redis.
+            failure = exc if isinstance(exc, Exception) else redis.ConnectionError(
+                f"the round trip was interrupted ({type(exc).__name__})")
+            for call in batch:
+                if not call.done.ready():
+                    call.done.set_exception(failure)
+            if failure is not exc:
+                raise
+            return
+        at = 0
+        for call in batch:
+            call.done.set(replies[at:at + len(call.commands)])
+            at += len(call.commands)
 
     def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         # What a redis-py pipeline does, less its per-argument Python: an

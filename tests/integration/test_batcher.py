@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from spool.connection import connect, take_round_trips
-from webapp.batcher import PipelineBatcher
+from webapp.batcher import SPILL_AT, PipelineBatcher
 
 ECHO = "return {KEYS[1], ARGV[1], ARGV[2], #ARGV}"
 
@@ -37,12 +37,36 @@ def test_concurrent_calls_share_one_round_trip_and_get_their_own_replies(
         batcher: PipelineBatcher) -> None:
     sha = sha_of(batcher)
     take_round_trips()
+    n = SPILL_AT - 1
     calls = [gevent.spawn(batcher.call, ("EVALSHA", sha, 1, f"key-{i}", f"value {i}", i))
-             for i in range(20)]
+             for i in range(n)]
     gevent.joinall(calls, raise_error=True)
     assert [call.value for call in calls] == [[[f"key-{i}", f"value {i}", str(i), 2]]
-                                              for i in range(20)]
+                                              for i in range(n)]
     assert sum(take_round_trips().values()) == 1
+
+
+def test_a_burst_leaves_in_rounds_of_spill_at_without_waiting_for_the_rest(
+        batcher: PipelineBatcher, redis_server: Any) -> None:
+    """The SPILL_AT-th waiting call sends them at once: before later greenlets even run."""
+    take_round_trips()
+    seen: list[int] = []
+    observer = redis.Redis.from_url(redis_server.url)
+
+    def look() -> None:  # a greenlet that runs between the first and second SPILL_AT calls
+        seen.append(int(observer.get("batcher:burst") or 0))
+
+    first = [gevent.spawn(batcher.call, ("INCR", "batcher:burst")) for _ in range(SPILL_AT)]
+    looker = gevent.spawn(look)
+    rest = [gevent.spawn(batcher.call, ("INCR", "batcher:burst")) for _ in range(2 * SPILL_AT)]
+    try:
+        gevent.joinall([*first, looker, *rest], raise_error=True)
+        assert seen == [SPILL_AT]
+        assert sorted(call.value[0] for call in first + rest) == list(range(1, 3 * SPILL_AT + 1))
+        assert sum(take_round_trips().values()) == 3
+    finally:
+        observer.delete("batcher:burst")
+        observer.close()
 
 
 def test_arguments_reach_redis_exactly(batcher: PipelineBatcher, redis_server: Any) -> None:
