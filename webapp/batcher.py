@@ -13,8 +13,8 @@ greenlet before the batcher's turn, so a burst of 300 POSTs parsed all 300
 bodies (~150 ms of CPU) before the first admission left, and the worker
 started the first job 100-200 ms after its request was parsed (queue wait
 p50 183 ms). Once SPILL_AT calls are waiting, the call that makes them so
-sends them itself, at once, on a connection of its own: a job reaches the
-queue at most SPILL_AT parses after its request.
+sends them itself, at once, on another connection of the pool: a job
+reaches the queue at most SPILL_AT parses after its request.
 """
 
 from __future__ import annotations

@@ -27,16 +27,10 @@ from webapp.relay.shardhub import ShardedHub, make_hub
 # Commands are short and greenlets wait their turn for a connection, so a few
 # suffice for thousands of readers. Readers' log reads have a pool of their
 # own, so a burst of (re)connecting readers never makes a POST, a GET or a
-# cancel wait behind them. Admissions have their own too: a connection handed
-# to a waiting greenlet sits idle until every other ready greenlet has had its
-# turn, so in a burst of 300 POSTs (each also reading records on the API's
-# pool) the shared admission round trips waited 130-300 ms for a connection,
-# which the generations spent as queue wait (webapp.batcher). With the hub's
-# subscriber and the RQ client that is at most 1 + 8 + 8 + 16 + 1 = 34 Redis
-# connections per (single-node) web process, opened as needed.
-REDIS_POOL_SIZE = 8  # the API's requests (records, cancels)
+# cancel wait behind them: with the hub's subscriber and the RQ client that
+# is at most 1 + 8 + 8 + 1 = 18 Redis connections per (single-node) web process.
+REDIS_POOL_SIZE = 8  # the API's requests (admission, records, cancels)
 RELAY_POOL_SIZE = 8  # SSE and facade readers' log reads
-ADMISSION_POOL_SIZE = 16  # the admission round trips (at most one per SPILL_AT waiting POSTs)
 RQ_POOL_SIZE = 1
 # The Cluster client cannot wait for a connection, so it keeps a larger bound per node.
 CLUSTER_POOL_SIZE = 200
@@ -96,9 +90,7 @@ class Services:
         send = None
         if not cluster:
             # Concurrent requests share their admission round trips (webapp.batcher).
-            batcher = PipelineBatcher(connect(settings.redis_url, cluster=False, blocking=True,
-                                              max_connections=ADMISSION_POOL_SIZE,
-                                              queue_class=FairLifoQueue))
+            batcher = PipelineBatcher(client)
             send = partial(_send_one, batcher)
         admission = Admission(generations, send)
         if send is not None:
