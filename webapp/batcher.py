@@ -1,39 +1,47 @@
-"""One round trip per tick for every request admitting a generation.
+"""The web's admissions on one pipelined connection, sent as soon as they are ready.
 
-Each admission is one script call; sent one by one, each would pay its own
-round trip, and on loopback the send and receive system calls of a round
-trip cost more CPU than the request's Python. A request's greenlet queues
-its commands here; one greenlet sends whatever queued while its previous
-round trip was in flight, as one pipeline, and hands each caller its own
+Each admission is one script call; sent one by one on pooled connections,
+each would pay its own round trip, and on loopback the send and receive
+system calls of a round trip cost more CPU than the request's Python. A
+request's greenlet queues its commands here; one greenlet writes whatever
+queued since its last turn as one pipeline, and hands each caller its own
 replies. Alone, a request pays exactly its own round trip; under load, N
 requests share one (the worker's event writer does the same for appends).
 
-A shared round trip must not become a wait, though: gevent runs every ready
-greenlet before the batcher's turn, so a burst of 300 POSTs parsed all 300
-bodies (~150 ms of CPU) before the first admission left, and the worker
-started the first job 100-200 ms after its request was parsed (queue wait
-p50 183 ms). Once SPILL_AT calls are waiting, the call that makes them so
-sends them itself, at once, on another connection of the pool: a job
-reaches the queue at most SPILL_AT parses after its request.
+A shared round trip must not become a wait, though. gevent runs every ready
+greenlet before a woken one gets its turn: in a burst of 300 POSTs the
+batcher's turn came after ~all bodies were parsed, and a pooled connection
+stayed taken until its borrower's turn to read the reply came round, so
+later admissions waited 100-460 ms for a connection (queue wait p99 200-300
+ms for 300 concurrent POSTs). Now nothing waits for a connection or for
+replies before writing: every write goes at once onto this batcher's own
+connection, one reader greenlet takes the replies in order, and once
+SPILL_AT calls are waiting the call that makes them so writes them itself.
+A job reaches the queue at most SPILL_AT parses after its request.
+
+After a connection error, the batches written on that connection are
+written once more on a new one (as a redis-py pipeline retries): the
+admission script answers `ok` without doing anything twice when the
+generation's record already exists. A second failure is the callers'.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 import gevent.event
+import gevent.lock
 import hiredis
 import redis
-
-from spool.connection import exchange
 
 log = logging.getLogger("spool.web")
 
 MAX_BATCH = 500  # requests per pipeline
-SPILL_AT = 16  # calls waiting for the batcher's turn before the last of them sends them
+SPILL_AT = 16  # calls waiting for the batcher's turn before the last of them writes them
 
 
 @dataclass(slots=True)
@@ -42,8 +50,16 @@ class _Call:
     done: gevent.event.AsyncResult
 
 
+@dataclass(slots=True)
+class _Batch:
+    calls: list[_Call]
+    commands: list[tuple[Any, ...]]
+    written: int = 0  # times written (a batch is written again once after a connection error)
+    replies: list[Any] = field(default_factory=list)
+
+
 class PipelineBatcher:
-    """Sends queued command lists on `client` in shared pipelines."""
+    """Writes queued command lists on one connection of `client`'s kind; replies in order."""
 
     def __init__(self, client: Any, scripts: dict[str, str] | None = None) -> None:
         self.client = client
@@ -51,6 +67,13 @@ class PipelineBatcher:
         self._pending: list[_Call] = []
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
+        pool = client.connection_pool
+        self._conn = pool.connection_class(**pool.connection_kwargs)
+        self._writing = gevent.lock.Semaphore()
+        self._inflight: deque[_Batch] = deque()
+        self._replies_due = gevent.event.Event()
+        self._reader: gevent.Greenlet | None = None
+        self._epoch = 0  # connections lost so far: a reader's error may be about an old one
 
     def call(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send `commands` (in order, not as a transaction); their replies.
@@ -62,8 +85,8 @@ class PipelineBatcher:
         done = gevent.event.AsyncResult()
         self._pending.append(_Call(list(commands), done))
         if len(self._pending) >= SPILL_AT:
-            batch, self._pending = self._pending, []
-            self._deliver(batch)
+            calls, self._pending = self._pending, []
+            self._write(_Batch(calls, [c for call in calls for c in call.commands]))
         else:
             if self._greenlet is None or self._greenlet.dead:
                 self._greenlet = gevent.spawn(self._run)
@@ -76,51 +99,96 @@ class PipelineBatcher:
             self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                self._deliver(batch)
+                calls, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                self._write(_Batch(calls, [c for call in calls for c in call.commands]))
 
-    def _deliver(self, batch: list[_Call]) -> None:
-        """One round trip for `batch`; each caller gets its replies (or the failure)."""
+    def _write(self, batch: _Batch) -> None:
+        """Write `batch` now (connecting if need be); its replies come to the reader."""
+        packed = b"".join([hiredis.pack_command(command) for command in batch.commands])
+        batch.written += 1
         try:
-            replies = self._send([c for call in batch for c in call.commands])
-        except BaseException as exc:  # any failure: every caller hears it, none hangs
-            # A spilling request's greenlet may itself be killed (a shutdown):
-            # the others then hear a connection error, as for a lost Redis.
-            failure = exc if isinstance(exc, Exception) else redis.ConnectionError(
-                f"the round trip was interrupted ({type(exc).__name__})")
-            for call in batch:
-                if not call.done.ready():
-                    call.done.set_exception(failure)
-            if failure is not exc:
-                raise
+            with self._writing:  # a write that yields mid-way is never interleaved
+                # No health check: its PING would read a reply that is another batch's.
+                self._conn.send_packed_command([packed], check_health=False)
+                self._inflight.append(batch)
+        except BaseException as exc:
+            self._lost(exc)
+            if batch.written < 2 and isinstance(exc, Exception):
+                self._write(batch)
+            else:
+                _fail(batch, exc)
+                if not isinstance(exc, Exception):
+                    raise
             return
-        at = 0
-        for call in batch:
-            call.done.set(replies[at:at + len(call.commands)])
-            at += len(call.commands)
+        if self._reader is None or self._reader.dead:
+            self._reader = gevent.spawn(self._read)
+        self._replies_due.set()
 
-    def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        # What a redis-py pipeline does, less its per-argument Python: an
-        # admission is ~90 arguments (record fields, RQ's enqueue), and
-        # redis-py's encoder and packer cost ~60 µs of it, ~9 % of a POST (py-spy);
-        # hiredis packs the whole command in C.
-        packed = b"".join([hiredis.pack_command(command) for command in commands])
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            replies = conn.retry.call_with_retry(
-                lambda: exchange(conn, packed, len(commands)),
-                lambda _error: conn.disconnect())
-        finally:
-            pool.release(conn)
-        missing = [i for i, reply in enumerate(replies)
+    def _read(self) -> None:
+        """Take replies off the connection for the batches written, oldest first."""
+        while True:
+            if not self._inflight:
+                self._replies_due.clear()
+                self._replies_due.wait()
+                continue
+            batch, epoch = self._inflight[0], self._epoch
+            try:
+                while len(batch.replies) < len(batch.commands):
+                    try:
+                        batch.replies.append(self._conn.read_response())
+                    except redis.ResponseError as error:
+                        batch.replies.append(error)
+            except BaseException as exc:
+                if epoch == self._epoch:  # else a writer found the connection lost first
+                    self._lost(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self._inflight.popleft()
+            self._deliver(batch)
+
+    def _lost(self, exc: BaseException) -> None:
+        """The connection failed: the batches in flight on it are written again, or fail."""
+        self._epoch += 1
+        self._conn.disconnect()
+        lost = list(self._inflight)
+        self._inflight.clear()
+        for batch in lost:
+            batch.replies = []
+            if batch.written < 2 and isinstance(exc, Exception):
+                self._write(batch)
+            else:
+                _fail(batch, exc)
+
+    def _deliver(self, batch: _Batch) -> None:
+        missing = [i for i, reply in enumerate(batch.replies)
                    if isinstance(reply, redis.exceptions.NoScriptError)]
         if missing:
             # Redis lost its scripts (restart, SCRIPT FLUSH): none of these ran; load, resend.
+            gevent.spawn(self._resend, batch, missing)
+            return
+        at = 0
+        for call in batch.calls:
+            call.done.set(batch.replies[at:at + len(call.commands)])
+            at += len(call.commands)
+
+    def _resend(self, batch: _Batch, missing: list[int]) -> None:
+        try:
             for source in self.scripts.values():
                 self.client.script_load(source)
-            again = self._send([commands[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
+            again = self.call(*[batch.commands[i] for i in missing])
+        except Exception as exc:  # every caller hears it, none hangs
+            _fail(batch, exc)
+            return
+        for i, reply in zip(missing, again, strict=True):
+            batch.replies[i] = reply
+        self._deliver(batch)
 
+
+def _fail(batch: _Batch, exc: BaseException) -> None:
+    """Every caller of `batch` hears the failure (a kill becomes a connection error)."""
+    failure = exc if isinstance(exc, Exception) else redis.ConnectionError(
+        f"the round trip was interrupted ({type(exc).__name__})")
+    for call in batch.calls:
+        if not call.done.ready():
+            call.done.set_exception(failure)

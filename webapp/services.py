@@ -27,9 +27,10 @@ from webapp.relay.shardhub import ShardedHub, make_hub
 # Commands are short and greenlets wait their turn for a connection, so a few
 # suffice for thousands of readers. Readers' log reads have a pool of their
 # own, so a burst of (re)connecting readers never makes a POST, a GET or a
-# cancel wait behind them: with the hub's subscriber and the RQ client that
-# is at most 1 + 8 + 8 + 1 = 18 Redis connections per (single-node) web process.
-REDIS_POOL_SIZE = 8  # the API's requests (admission, records, cancels)
+# cancel wait behind them. Admissions have one pipelined connection of their
+# own (webapp.batcher): with the hub's subscriber and the RQ client that is
+# at most 1 + 8 + 8 + 1 + 1 = 19 Redis connections per (single-node) web process.
+REDIS_POOL_SIZE = 8  # the API's requests (records, cancels, script loads)
 RELAY_POOL_SIZE = 8  # SSE and facade readers' log reads
 RQ_POOL_SIZE = 1
 # The Cluster client cannot wait for a connection, so it keeps a larger bound per node.

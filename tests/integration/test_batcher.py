@@ -36,6 +36,7 @@ def sha_of(batcher: PipelineBatcher) -> str:
 def test_concurrent_calls_share_one_round_trip_and_get_their_own_replies(
         batcher: PipelineBatcher) -> None:
     sha = sha_of(batcher)
+    batcher.call(("PING",))  # the batcher's own connection is open (its handshake counts)
     take_round_trips()
     n = SPILL_AT - 1
     calls = [gevent.spawn(batcher.call, ("EVALSHA", sha, 1, f"key-{i}", f"value {i}", i))
@@ -49,6 +50,7 @@ def test_concurrent_calls_share_one_round_trip_and_get_their_own_replies(
 def test_a_burst_leaves_in_rounds_of_spill_at_without_waiting_for_the_rest(
         batcher: PipelineBatcher, redis_server: Any) -> None:
     """The SPILL_AT-th waiting call sends them at once: before later greenlets even run."""
+    batcher.call(("PING",))  # the batcher's own connection is open (its handshake counts)
     take_round_trips()
     seen: list[int] = []
     observer = redis.Redis.from_url(redis_server.url)
@@ -108,3 +110,41 @@ def test_a_dropped_connection_is_made_again(batcher: PipelineBatcher, client: An
     client.client_kill_filter(_type="normal", skipme=False)  # every client, ours included
     assert batcher.call(("ECHO", "back")) == ["back"]
 
+
+
+LOST_IN_FLIGHT = """
+from gevent import monkey
+monkey.patch_all()
+import json, sys, time
+import gevent, redis
+from spool.connection import connect
+from webapp.batcher import PipelineBatcher
+
+url = sys.argv[1]
+batcher = PipelineBatcher(connect(url, blocking=True, max_connections=2))
+batcher.call(("PING",))
+other = redis.Redis.from_url(url)
+other.delete("batcher:lost", "batcher:never")
+blocked = gevent.spawn(batcher.call, ("BLPOP", "batcher:never", 1))
+gevent.sleep(0.1)
+behind = gevent.spawn(batcher.call, ("INCR", "batcher:lost"))  # queued behind it, same connection
+gevent.sleep(0.1)
+other.client_kill_filter(_type="normal", skipme=True)  # both are in flight
+gevent.joinall([blocked, behind], timeout=10)
+print(json.dumps({"blocked": blocked.value, "behind": behind.value,
+                  "counter": int(other.get("batcher:lost") or 0)}))
+other.delete("batcher:lost")
+"""
+
+
+def test_batches_in_flight_on_a_lost_connection_are_written_again_once(
+        redis_server: Any) -> None:
+    """A connection dropped with two batches in flight: both go again, in order, once."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LOST_IN_FLIGHT, redis_server.url],
+                          capture_output=True, text=True, timeout=60, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"blocked": [None], "behind": [1], "counter": 1}
