@@ -15,6 +15,7 @@ events as readable lines for development.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import re
 import sys
@@ -119,6 +120,12 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {**current(), **extra}
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(epoch_s: int) -> str:
+    """`2026-12-04T17:00:00` for an epoch second (lines of one second share it)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, event, bound fields, extras."""
 
@@ -128,13 +135,15 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
-            **_fields(record),
         }
+        # A line per request and per generation: the bound fields, then the
+        # extras, read straight off the record (no copies on the way).
+        line.update(_context.get() or ())
+        line.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         text = orjson.dumps(line, default=str).decode("utf-8")
@@ -195,10 +204,13 @@ def configure(*, log_format: str = "auto", log_content: bool = False,
             root.removeHandler(old)
     setattr(handler, SPOOL_HANDLER, True)
     root.addHandler(handler)
-    # No formatter here prints the caller's file and line or the thread: not
-    # collecting them (a stack walk per line) is logging's documented saving.
+    # No formatter here prints the caller's file and line, the thread or the
+    # process: not collecting them (a stack walk per line) is logging's
+    # documented saving.
     logging._srcfile = None
     logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root.setLevel(level.upper())
     quiet = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
     for name in HTTP_CLIENT_LOGGERS:

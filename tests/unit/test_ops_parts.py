@@ -42,6 +42,17 @@ def test_json_lines_carry_context_and_extras() -> None:
     assert "generation_id" not in second and second["request_id"] == "r1"
 
 
+def test_json_line_stamps_are_utc_to_the_millisecond_across_seconds() -> None:
+    formatter = logs.JsonFormatter(logs.Redactor())
+    stamps = []
+    for created in (1796403600.125, 1796403600.75, 1796403601.0, 1796403661.5):
+        record = logging.LogRecord("spool.test", logging.INFO, "f", 1, "tick", None, None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        stamps.append(json.loads(formatter.format(record))["ts"])
+    assert stamps == ["2026-12-04T17:00:00.125Z", "2026-12-04T17:00:00.750Z",
+                      "2026-12-04T17:00:01.000Z", "2026-12-04T17:01:01.500Z"]
+
+
 def test_secrets_are_redacted_by_value_and_by_shape() -> None:
     log, out = _capture(log_format="json", secrets=["configured-secret-123", None, "ab"])
     log.info("key configured-secret-123 and Bearer abc.def and /x?token=t0k3n&after=2")
