@@ -6,7 +6,6 @@ is the generation id, so RQ's registries and `rq info` name generations.
 
 from __future__ import annotations
 
-import functools
 import zlib
 from datetime import UTC, datetime
 from typing import Any
@@ -67,12 +66,10 @@ def enqueue_generation(
     )
 
 
-DEFLATE_LEVEL = 1  # the call data is ~80 bytes: nothing to gain from effort
-DEFLATE_WBITS = 9  # a 512-byte window covers it
-DEFLATE_MEMLEVEL = 1
-
 _SENTINEL = "gen_" + "S" * 24  # the shape of a generation id (spool.ids)
+_SENTINEL_BYTES = _SENTINEL.encode()
 _STAMPED = ("created_at", "enqueued_at")  # RQ's job fields holding the enqueue time
+_ZLIB = b"x\x9c"  # how RQ's zlib'd call data starts
 
 # One queue's enqueue, recorded once: the commands, and per command the
 # positions of the arguments that vary (the id, the call data, the stamps).
@@ -81,42 +78,38 @@ _templates: dict[tuple[int, str, str, int], _Template] = {}
 
 
 def _utc_stamp() -> str:
-    # RQ's own timestamp format (rq.utils.utcformat)
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now in RQ's own timestamp format (rq.utils.utcformat), without strftime."""
+    now = datetime.now(UTC)
+    return (f"{now.year:04d}-{now.month:02d}-{now.day:02d}T{now.hour:02d}:{now.minute:02d}:"
+            f"{now.second:02d}.{now.microsecond:06d}Z")
 
 
 def _substitute(arg: Any, gen_id: str) -> Any:
     if isinstance(arg, str):
         return arg.replace(_SENTINEL, gen_id)
-    if isinstance(arg, bytes) and arg.startswith(b"x\x9c"):  # the zlib'd call data
-        return _deflate(_inflated(arg).replace(_SENTINEL.encode(), gen_id.encode()))
+    if isinstance(arg, bytes):  # the call data
+        return arg.replace(_SENTINEL_BYTES, gen_id.encode())
     return arg
 
 
-def _deflate(data: bytes) -> bytes:
-    """`data` as a zlib stream, which RQ inflates like its own, at a tenth of the cost.
-
-    `zlib.compress` sets up a 256 KB compressor per call (~90 µs per POST
-    measured); a 512-byte window and the smallest memory level suffice for
-    ~80 bytes, and `zlib.decompress` reads a stream of any window size."""
-    compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, DEFLATE_WBITS, DEFLATE_MEMLEVEL)
-    return compressor.compress(data) + compressor.flush()
-
-
-@functools.lru_cache(maxsize=16)
-def _inflated(data: bytes) -> bytes:
-    # A template's call data, decompressed once (one per queue and timeout).
-    return zlib.decompress(data)
+def _uncompressed(arg: Any) -> Any:
+    """RQ's call data as plain bytes, which RQ reads as such (`Job.restore` falls
+    back to uncompressed data): compressing ~80 bytes again on every POST cost
+    more than the bytes it saved (~2 % of a POST's CPU, py-spy)."""
+    if isinstance(arg, bytes) and arg.startswith(_ZLIB):
+        return zlib.decompress(arg)
+    return arg
 
 
 def _varies(arg: Any) -> bool:
     return (isinstance(arg, str) and _SENTINEL in arg) or (
-        isinstance(arg, bytes) and arg.startswith(b"x\x9c"))
+        isinstance(arg, bytes) and _SENTINEL_BYTES in arg)
 
 
 def _template(commands: tuple[tuple[Any, ...], ...]) -> _Template:
     out = []
-    for command in commands:
+    for recorded in commands:
+        command = tuple(_uncompressed(arg) for arg in recorded)
         ids = tuple(i for i, arg in enumerate(command) if _varies(arg))
         stamps = tuple(command.index(name) + 1 for name in _STAMPED
                        if command[0] == "HSET" and name in command)
