@@ -204,13 +204,11 @@ def configure(*, log_format: str = "auto", log_content: bool = False,
             root.removeHandler(old)
     setattr(handler, SPOOL_HANDLER, True)
     root.addHandler(handler)
-    # No formatter here prints the caller's file and line, the thread or the
-    # process: not collecting them (a stack walk per line) is logging's
-    # documented saving.
+    # No formatter here prints the caller's file and line or the thread: not
+    # collecting them (a stack walk per line) is logging's documented saving.
+    # The process id stays: gunicorn's own log lines print it.
     logging._srcfile = None
     logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
     root.setLevel(level.upper())
     quiet = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
     for name in HTTP_CLIENT_LOGGERS:
