@@ -116,8 +116,10 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    extra = {k: v for k, v in vars(record).items() if k not in _RESERVED}
-    return {**current(), **extra}
+    """The bound fields, then the record's extras (read straight off the record)."""
+    fields = dict(_context.get() or ())
+    fields.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+    return fields
 
 
 @functools.lru_cache(maxsize=4)
@@ -140,10 +142,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        # A line per request and per generation: the bound fields, then the
-        # extras, read straight off the record (no copies on the way).
-        line.update(_context.get() or ())
-        line.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+        line.update(_fields(record))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         text = orjson.dumps(line, default=str).decode("utf-8")
