@@ -57,6 +57,11 @@ class _Batch:
     written: int = 0  # times written (a batch is written again once after a connection error)
     replies: list[Any] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, calls: list[_Call]) -> _Batch:
+        """One batch of `calls`, their commands in order."""
+        return cls(calls, [command for call in calls for command in call.commands])
+
 
 class PipelineBatcher:
     """Writes queued command lists on one connection of `client`'s kind; replies in order."""
@@ -86,7 +91,7 @@ class PipelineBatcher:
         self._pending.append(_Call(list(commands), done))
         if len(self._pending) >= SPILL_AT:
             calls, self._pending = self._pending, []
-            self._write(_Batch(calls, [c for call in calls for c in call.commands]))
+            self._write(_Batch.of(calls))
         else:
             if self._greenlet is None or self._greenlet.dead:
                 self._greenlet = gevent.spawn(self._run)
@@ -100,7 +105,7 @@ class PipelineBatcher:
             self._wake.clear()
             while self._pending:
                 calls, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                self._write(_Batch(calls, [c for call in calls for c in call.commands]))
+                self._write(_Batch.of(calls))
 
     def _write(self, batch: _Batch) -> None:
         """Write `batch` now (connecting if need be); its replies come to the reader."""
