@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -101,9 +102,11 @@ class Finisher:
             self.keeper.released(ids)
             for slot in mine:
                 queue_release(pipes["spool"], self.keys, slot.job_id, slot.record or {})
+        tally = _Tally()
         for slot, failure in batch:
             if slot.job is not None:
-                self._queue_rq_end(pipes["rq"], slot, slot.job, failure)
+                self._queue_rq_end(pipes["rq"], slot, slot.job, failure, tally)
+        tally.queue(pipes["rq"], self.worker.key)
         if self.running() == len(batch):  # nothing else runs: the worker is idle
             self.worker.set_current_job_id(None, pipeline=pipes["rq"])
             self.worker.set_state(WorkerStatus.IDLE, pipeline=pipes["rq"])
@@ -130,16 +133,16 @@ class Finisher:
                       worker_name=self.worker.name, pipeline=pipe, **ids)
         job.finished_job_registry.add(job, result_ttl, pipe)
 
-    def _queue_rq_end(self, pipe: Any, slot: Slot, job: Job, failure: str | None) -> None:
-        """RQ's end of one job, as its own worker records it."""
+    def _queue_rq_end(self, pipe: Any, slot: Slot, job: Job, failure: str | None,
+                      tally: _Tally) -> None:
+        """RQ's end of one job, as its own worker records it (its counters in `tally`)."""
         execution = slot.execution
         job.ended_at = ended_at = now()
         if slot.stopped and failure is None:
             failure = "Job stopped by user (rq stop-job): the generation was cancelled."
         if execution is not None:
             execution.delete(job, pipe)
-        self.worker.increment_total_working_time(
-            ended_at - (job.started_at or ended_at), pipe)
+        tally.working_s += (ended_at - (job.started_at or ended_at)).total_seconds()
         if slot.gone:
             return  # the settler requeued or failed the job in RQ
         ids: dict[str, Any] = {
@@ -151,9 +154,41 @@ class Finisher:
             result_ttl = job.get_result_ttl(self.worker.default_result_ttl)
             if result_ttl != 0:
                 self._queue_rq_success(pipe, job, result_ttl, ended_at, ids)
-            job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
-            self.worker.increment_successful_job_count(pipe)
+            _expire_job(pipe, job, result_ttl)
+            tally.succeeded += 1
         else:
             job.set_status(JobStatus.STOPPED if slot.stopped else JobStatus.FAILED, pipe)
             job._handle_failure(failure, pipe, worker_name=self.worker.name, **ids)
-            self.worker.increment_failed_job_count(pipe)
+            tally.failed += 1
+
+
+@dataclass
+class _Tally:
+    """The RQ worker's counters over one finished batch: written once per tick,
+    not once per job (RQ's own worker adds them up job by job)."""
+
+    working_s: float = 0.0
+    succeeded: int = 0
+    failed: int = 0
+
+    def queue(self, pipe: Any, worker_key: str) -> None:
+        """The worker hash's increments (the fields RQ's `increment_*` write)."""
+        if self.working_s:
+            pipe.hincrbyfloat(worker_key, "total_working_time", self.working_s)
+        if self.succeeded:
+            pipe.hincrby(worker_key, "successful_job_count", self.succeeded)
+        if self.failed:
+            pipe.hincrby(worker_key, "failed_job_count", self.failed)
+
+
+def _expire_job(pipe: Any, job: Job, result_ttl: int) -> None:
+    """`Job.cleanup` for a finished job without dependents.
+
+    RQ's also sets the TTL of the job's dependents and dependencies sets;
+    Spool's jobs have neither (the web enqueues them without `depends_on`,
+    and the finisher enqueues no dependents), so those two keys never exist.
+    """
+    if result_ttl is not None and result_ttl > 0:
+        pipe.expire(job.key, result_ttl)
+    else:
+        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)

@@ -24,6 +24,7 @@ from rq.worker import Worker
 
 from spool.events import decode_entry
 from spool.keys import Keys
+from spool.queue import RESULT_TTL_S
 from tests.conftest import Api
 from tests.harness import Stack, wait_until
 
@@ -107,6 +108,7 @@ def test_many_generations_at_once_exact_text_and_rq_registries(
         wapi: Api, wstack: Stack, r: redis.Redis, rq_conn: redis.Redis) -> None:
     keys = Keys(wstack.namespace)
     queue_name = keys.queue_name("interactive")
+    [before] = [w for w in Worker.all(connection=rq_conn) if queue_name in w.queue_names()]
     ids = [wapi.create(text_of(i), mock={"tokens_per_second": 6, "ttft_ms": 50})["id"]
            for i in range(N)]
     started = StartedJobRegistry(queue_name, connection=rq_conn)
@@ -143,8 +145,14 @@ def test_many_generations_at_once_exact_text_and_rq_registries(
     assert job.enqueued_at <= job.started_at <= job.ended_at
     result = job.latest_result()
     assert result is not None and result.type == Result.Type.SUCCESSFUL
+    assert 0 < rq_conn.ttl(job.key) <= RESULT_TTL_S
+    # RQ's worker counters (added up once per finished batch): every job, its time.
     worker = Worker.find_by_key(mine[0].key, connection=rq_conn)
-    assert worker is not None and worker.successful_job_count >= N
+    assert worker is not None and worker.key == before.key
+    assert worker.successful_job_count - before.successful_job_count == N
+    assert worker.failed_job_count == before.failed_job_count
+    ran_s = sum(int(x["finished_ms"]) - int(x["started_ms"]) for x in recs) / 1000
+    assert ran_s * 0.9 <= worker.total_working_time - before.total_working_time <= ran_s * 1.5
     wait_until(lambda: worker.refresh() or worker.get_state() == "idle", timeout=5,
                what="worker idle")
 
