@@ -4,6 +4,7 @@ the first-output guard, and delta merging under backpressure."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from spool.connection import connect
 from spool.events import decode_entry
 from spool.keys import Keys
 from spool.log import EventLog, Retention
+from worker import writer as writer_module
 from worker.writer import MERGE_AFTER, BatchWriter, _Append, merge_deltas
 
 
@@ -136,3 +138,22 @@ def test_keeps_order_when_redis_drops_its_connections(redis_server: Any, log: Ev
     client.close()
     assert writer.emit(gen_id, "delta", {"text": "after"}, wait=True) == 2
     assert log.client.get(log.keys.text(gen_id)) == "before,after"
+
+
+def test_a_first_output_cuts_the_tick_short_once_per_tick(
+        log: EventLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long tick makes "flushed early" and "waited for the tick" far apart.
+    monkeypatch.setattr(writer_module, "TICK_S", 0.5)
+    writer = BatchWriter(log)
+    a, b, c = make_gen(log), make_gen(log), make_gen(log)
+    writer.emit(a, "status", {"status": "in_progress"}, wait=True)  # a quiet writer: at once
+    flushed_at = time.monotonic()
+    writer.emit(a, "status", {"status": "in_progress"})  # not output: waits for the tick
+    writer.emit(b, "delta", {"text": "first"}, wait=True)  # b's first output: early
+    early_s = time.monotonic() - flushed_at
+    writer.emit(c, "delta", {"text": "first"}, wait=True)  # this tick's early flush is spent
+    regular_s = time.monotonic() - flushed_at
+    assert early_s < 0.25 <= 0.45 <= regular_s, (early_s, regular_s)
+    assert [len(entries(log, gen)) for gen in (a, b, c)] == [2, 1, 1]
+    writer.emit(b, "delta", {"text": " second"}, wait=True)  # not b's first: the tick
+    assert time.monotonic() - flushed_at - regular_s >= 0.45
