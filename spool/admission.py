@@ -67,8 +67,7 @@ end
 if ARGV[4] ~= '0' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4]) end
 if #KEYS > 3 then
   local f = tonumber(ARGV[14])
-  redis.call('HSET', KEYS[4], unpack(ARGV, 15, 14 + f))
-  redis.call('HSET', KEYS[4], 'last_seq', 1)
+  redis.call('HSET', KEYS[4], 'last_seq', 1, unpack(ARGV, 15, 14 + f))
   redis.call('EXPIRE', KEYS[4], ARGV[7])
   redis.call('SET', KEYS[6], ARGV[10], 'EX', ARGV[9])
   redis.call('RPUSH', KEYS[5], ARGV[11])

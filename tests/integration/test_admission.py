@@ -45,6 +45,9 @@ def test_a_resent_admission_is_not_applied_twice(generations: Generations,
     first, again = admission.admit(ticket), admission.admit(ticket)  # the reply "lost", resent
     assert first.gen_id == again.gen_id == gen_id and not again.existing
     assert [entry.seq for entry in generations.log.read_all(gen_id)] == [1]
+    # The record as written: every field of the ticket's, and event 1 counted.
+    written = client.hgetall(keys.record(gen_id))
+    assert written == {**{k: str(v) for k, v in ticket.record.items()}, "last_seq": "1"}
     assert Queue(keys.queue_name("interactive"), connection=rq).get_job_ids() == [gen_id]
     assert client.zcard(keys.active("acme")) == 1
     rate_keys = client.keys(f"{keys.namespace}:rate:*")
