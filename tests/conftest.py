@@ -48,6 +48,16 @@ def redis_server() -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the module's own: a module that changes its settings
+    (maxmemory) or reads its `INFO` counters affects and sees no other."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 class Api:
     """A thin HTTP client for the Spool API of one stack."""
 

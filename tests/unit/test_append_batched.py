@@ -1,7 +1,7 @@
 """The batched append script: one generation's events of a call are written together,
 and the keys end exactly as one append at a time would leave them.
 
-A private Redis, so `INFO commandstats` counts this test's commands only.
+A private Redis (`private_redis`), so `INFO commandstats` counts this module's commands only.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ from spool.schemas import GenerationRequest
 from tests.harness import RedisServer
 
 RETENTION = Retention(live_s=600, final_s=60, tombstone_s=120)
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -21,25 +21,17 @@ from worker.writer import GAVE_UP, BatchWriter
 from worker.writeretry import WriteRetry
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    private = RedisServer()  # its maxmemory is changed: not the session's server
-    private.start()
-    yield private
-    private.stop()
-
-
 @pytest.fixture
-def log(server: RedisServer) -> Iterator[EventLog]:
-    client = connect(server.url)
+def log(private_redis: RedisServer) -> Iterator[EventLog]:
+    client = connect(private_redis.url)
     yield EventLog(client, Keys("f" + secrets.token_hex(6)), Retention(600, 600, 600))
     client.close()
 
 
 @pytest.fixture
-def full(server: RedisServer) -> Iterator[Any]:
+def full(private_redis: RedisServer) -> Iterator[Any]:  # its maxmemory is changed
     """`full(True)` makes Redis refuse writes (OOM), `full(False)` takes it back."""
-    admin = redis.Redis.from_url(server.url)
+    admin = redis.Redis.from_url(private_redis.url)
     admin.config_set("maxmemory-policy", "noeviction")
 
     def set_full(on: bool) -> None:
