@@ -61,7 +61,33 @@ def take_round_trips() -> dict[str, int]:
     return taken
 
 
-class _CountErrors:
+class QuickReadCheck:
+    """A connection whose "anything to read?" check does not go round the event loop."""
+
+    def can_read(self, timeout: float = 0) -> bool:
+        """redis-py's check, minus its trip through the event loop when nothing waits.
+
+        A pool checks every connection it hands out (`can_read(0)`, a stale
+        reply or a closed socket) with `select.poll`, which gevent replaces
+        with a poll that always switches to its hub: each checkout then waited
+        behind every other ready greenlet (in a burst of 300 POSTs, 130-300 ms
+        per admission) and cost ~30 µs. The web's pub/sub hub asks the same
+        after each message it reads (is more waiting?), so each batch of
+        tokens it fanned out also paid a turn of the loop: ~6 % of the web's
+        CPU at 300 streams (py-spy). A zero-timeout poll never blocks, so
+        the system's own poll answers here; anything to read (or a closed
+        socket, which reads as readable) still goes through redis-py.
+        """
+        sock = getattr(self, "_sock", None)
+        if (timeout == 0 and sock is not None and not hasattr(sock, "pending")
+                and isinstance(getattr(self, "_parser", None), _HiredisParser)
+                and not self._parser._reader.has_data()  # type: ignore[attr-defined]
+                and not _readable_now(sock)):
+            return False
+        return bool(super().can_read(timeout))  # type: ignore[misc]
+
+
+class _CountErrors(QuickReadCheck):
     """Counts failed connects, sends and reads in `spool_redis_errors_total`,
     and every send (one round trip) in ROUND_TRIPS.
 
@@ -91,25 +117,6 @@ class _CountErrors:
             RECORDER.inc(REDIS_ERRORS, type(exc).__name__)
             raise
 
-    def can_read(self, timeout: float = 0) -> bool:
-        """redis-py's check, minus its trip through the event loop when nothing waits.
-
-        A pool checks every connection it hands out (`can_read(0)`, a stale
-        reply or a closed socket) with `select.poll`, which gevent replaces
-        with a poll that always switches to its hub: each checkout then waited
-        behind every other ready greenlet (in a burst of 300 POSTs, 130-300 ms
-        per admission) and cost ~30 µs. A zero-timeout poll never blocks, so
-        the system's own poll answers here; anything to read (or a closed
-        socket, which reads as readable) still goes through redis-py.
-        """
-        sock = getattr(self, "_sock", None)
-        if (timeout == 0 and sock is not None and not hasattr(sock, "pending")
-                and isinstance(getattr(self, "_parser", None), _HiredisParser)
-                and not self._parser._reader.has_data()  # type: ignore[attr-defined]
-                and not _readable_now(sock)):
-            return False
-        return bool(super().can_read(timeout))  # type: ignore[misc]
-
 
 @functools.cache
 def _system_poll() -> Callable[[], Any]:
@@ -133,8 +140,18 @@ class CountingConnection(_CountErrors, redis.Connection):
     """A TCP connection that counts its errors."""
 
 
+class QuickCheckConnection(QuickReadCheck, redis.Connection):
+    """A TCP connection with the quick read check and no counting (a pub/sub
+    reader's: its subscribes are not round trips of a request or a job)."""
+
+
 class CountingSSLConnection(_CountErrors, redis.SSLConnection):
     """A TLS connection that counts its errors."""
+
+
+def quick_check_options(url: str) -> dict[str, Any]:
+    """Pool options giving a plain-TCP `url`'s connections the quick read check."""
+    return {"connection_class": QuickCheckConnection} if url.startswith("redis://") else {}
 
 
 def _counting(url: str, cluster: bool) -> dict[str, Any]:

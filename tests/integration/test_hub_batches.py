@@ -101,3 +101,49 @@ def test_a_burst_of_large_events_is_cut_into_bounded_items(redis_server: Any) ->
     assert len(runs) >= 3 and max(len(run) for run in runs) <= 16, runs
     # A stalled reader holds one item at most, then overflows to the log.
     assert result["overflowed"] and result["held"] == ["gap"], result
+
+
+CHECK_SCRIPT = r'''
+from gevent import monkey
+monkey.patch_all()
+import json, sys
+import gevent
+import redis
+from webapp.relay.hub import Hub
+
+hub = Hub(sys.argv[1])
+conn = hub._pool.make_connection()  # what the hub's read loop reads from
+conn.connect()
+turns = []
+gevent.spawn(turns.append, "another greenlet ran")
+quiet = conn.can_read(timeout=0)
+yielded = bool(turns)
+conn.send_command("PING")
+gevent.sleep(0.1)
+waiting = conn.can_read(timeout=0)
+reply = conn.read_response()
+conn.send_command("CLIENT", "ID")
+own_id = conn.read_response()
+redis.Redis.from_url(sys.argv[1]).client_kill_filter(_id=own_id)
+gevent.sleep(0.1)
+try:
+    closed = conn.can_read(timeout=0)
+except redis.ConnectionError:
+    closed = "raised"
+print(json.dumps({"quiet": quiet, "yielded": yielded, "waiting": waiting,
+                  "reply": reply.decode(), "closed": closed}))
+'''
+
+
+def test_the_hubs_more_waiting_check_does_not_go_round_the_loop(redis_server: Any) -> None:
+    """After each message the hub asks its connection whether more is waiting.
+    Under gevent redis-py asks with a patched poll that switches to the loop
+    (every other ready greenlet runs first); the hub's connection answers with
+    the system's zero-timeout poll, and still sees a reply or a closed socket."""
+    done = subprocess.run([sys.executable, "-c", CHECK_SCRIPT, redis_server.url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["quiet"] is False
+    assert result["yielded"] is False
+    assert result["waiting"] is True and result["reply"] == "PONG"
+    assert result["closed"] in (True, "raised")

@@ -21,6 +21,7 @@ import gevent.lock
 import gevent.queue
 import redis
 
+from spool.connection import quick_check_options
 from webapp.relay.subscription import (  # noqa: F401 (re-exported: the hub's vocabulary)
     GAP,
     READER_QUEUE_SIZE,
@@ -75,8 +76,10 @@ class Hub:
 
     def __init__(self, url: str, verbs: PubSubVerbs = CLASSIC) -> None:
         self._verbs = verbs
+        # The quick read check: the read loop asks "more waiting?" after every message.
         self._pool = redis.ConnectionPool.from_url(
-            url, protocol=2, socket_timeout=None, socket_keepalive=True
+            url, protocol=2, socket_timeout=None, socket_keepalive=True,
+            **quick_check_options(url),
         )
         self._channels: dict[str, _Channel] = {}
         self._conn: Any = None
