@@ -27,6 +27,8 @@ import statistics
 import time
 from typing import Any
 
+import redis
+
 from bench import systems
 from bench.jobpath_probe import (
     active_count,
@@ -158,7 +160,14 @@ def _per_generation(ctx: Context, dep: Deployment, n: int) -> list[Row]:
 
 
 def _first_delta(ctx: Context, dep: Deployment, samples: int) -> list[Row]:
-    """Idle POST -> first delta, one at a time; the floor's POST -> first delta beside it."""
+    """Idle POST -> first delta, one at a time; the floor's POST -> first delta beside it.
+
+    Two diagnostics ride along (not the figure): the same path back to back
+    (`warm_p50_ms`, no pause: what the processes' own work costs), and what
+    waking after an idle pause costs on this host (a Redis PING after the
+    same pause against back to back): the idle figure pays that once per
+    process the path wakes, the floor's one request only twice.
+    """
     floor = systems.launch_floor(ctx.provider_url)
     try:
         run_client({"mode": "first_delta", "port": floor.port, "n": 10, "body": FLOOR_BODY,
@@ -171,10 +180,34 @@ def _first_delta(ctx: Context, dep: Deployment, samples: int) -> list[Row]:
     run_client({"mode": "first_delta", "port": dep.port, "n": 10, "body": SHORT})
     spool_s = run_client({"mode": "first_delta", "port": dep.port, "n": samples,
                           "body": SHORT, "pause_s": IDLE_PAUSE_S})["samples"]
+    warm_s = run_client({"mode": "first_delta", "port": dep.port, "n": samples,
+                         "body": SHORT})["samples"]
+    ping_idle, ping_warm = _ping_us(dep, samples, IDLE_PAUSE_S), _ping_us(dep, samples, 0.0)
     p50, floor50 = statistics.median(spool_s) * 1000, statistics.median(floor_s) * 1000
-    ctx.log(f"    POST -> first delta p50 {p50:.2f} ms (floor {floor50:.2f} ms)")
+    warm50 = statistics.median(warm_s) * 1000
+    ctx.log(f"    POST -> first delta p50 {p50:.2f} ms (floor {floor50:.2f} ms; back to back "
+            f"{warm50:.2f} ms; Redis PING idle {ping_idle:.0f} us, "
+            f"back to back {ping_warm:.0f} us)")
     return [_row("4", "idle POST -> first delta p50 ms", p50, "<= 3", p50 <= 3,
-                 floor_p50_ms=round(floor50, 2), n=samples)]
+                 floor_p50_ms=round(floor50, 2), warm_p50_ms=round(warm50, 2),
+                 ping_idle_us=round(ping_idle), ping_warm_us=round(ping_warm), n=samples)]
+
+
+def _ping_us(dep: Deployment, samples: int, pause_s: float) -> float:
+    """Median µs of a Redis PING sent `pause_s` after the last one (a host diagnostic)."""
+    assert dep.redis is not None
+    client = redis.Redis.from_url(dep.redis.url)
+    try:
+        client.ping()
+        taken = []
+        for _ in range(samples):
+            time.sleep(pause_s)
+            started = time.perf_counter()
+            client.ping()
+            taken.append(time.perf_counter() - started)
+    finally:
+        client.close()
+    return statistics.median(taken) * 1e6
 
 
 def _one_at_a_time(ctx: Context, dep: Deployment, n: int) -> list[Row]:
