@@ -1,15 +1,13 @@
 """/readyz flips with Redis and worker availability; /metrics survives Redis going away.
 
-Uses its own redis-server: the test stops it, which must not disturb any
-other test's stack.
+Uses its own redis-server (conftest's `private_redis`): the test stops it,
+which must not disturb any other test's stack.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
-import pytest
 import requests
 
 from tests.conftest import Api
@@ -17,14 +15,6 @@ from tests.harness import RedisServer, Stack, wait_until
 from tests.integration.test_ops import scrape, value
 
 ENV = {"SPOOL_METRICS_FLUSH_S": "0.2"}
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def readyz(stack: Stack) -> tuple[int, dict[str, object]]:
