@@ -15,7 +15,6 @@ events as readable lines for development.
 from __future__ import annotations
 
 import contextvars
-import functools
 import logging
 import re
 import sys
@@ -25,6 +24,9 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import orjson
+
+from spool.clock import utc_second
+from spool.linebuffer import LineBuffer
 
 REDACTED = "[redacted]"
 SPOOL_HANDLER = "_spool_handler"  # marks the root handler `configure` owns
@@ -122,12 +124,6 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
-@functools.lru_cache(maxsize=4)
-def _utc_second(epoch_s: int) -> str:
-    """`2026-12-04T17:00:00` for an epoch second (lines of one second share it)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s))
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, event, bound fields, extras."""
 
@@ -137,7 +133,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -167,6 +163,69 @@ class TextFormatter(logging.Formatter):
         return self.redact(text)
 
 
+class SpoolHandler(logging.StreamHandler[IO[str]]):
+    """The root handler `configure` installs: lines as they come, and a
+    buffer for request lines (`log_buffered`) written before any of them."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        self.lines = LineBuffer(stream, self.lock)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines):
+            self.lines.flush()  # what was logged before this line is written before it
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.lines.flush()
+        super().flush()
+
+
+def _buffered_handler(logger: logging.Logger, level: int) -> SpoolHandler | None:
+    """Spool's JSON handler when it alone would print `logger`'s line at `level`."""
+    root = logging.getLogger()
+    handlers = root.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if not (isinstance(handler, SpoolHandler) and isinstance(handler.formatter, JsonFormatter)
+            and level >= handler.level and not handler.filters):
+        return None
+    node: logging.Logger | None = logger
+    while node is not None and node is not root:
+        if node.handlers or node.filters or not node.propagate:
+            return None
+        node = node.parent
+    return handler
+
+
+def log_buffered(logger: logging.Logger, level: int, event: str, fields: dict[str, Any]) -> None:
+    """`logger.log(level, event, extra=fields)`, the same JSON line, written in a batch.
+
+    For lines every request writes: the line is built straight from the
+    bound context and `fields` (what JsonFormatter prints for that record)
+    and waits in the handler's LineBuffer instead of paying a LogRecord, a
+    lock and a write of its own. Any other set-up (the text format, more
+    handlers on the root logger, a logger with its own) logs it as usual.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _buffered_handler(logger, level)
+    if handler is None:
+        logger.log(level, event, extra=fields)
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter)
+    now = time.time()
+    line: dict[str, Any] = {
+        "ts": utc_second(int(now)) + f".{int((now - int(now)) * 1000):03d}Z",
+        "level": logging.getLevelName(level).lower(), "logger": logger.name, "event": event,
+    }
+    line.update(_context.get() or ())
+    line.update(fields)
+    handler.lines.add(formatter.redact(orjson.dumps(line, default=str).decode("utf-8")))
+
+
 def wants_json(log_format: str, stream: IO[str]) -> bool:
     """`json`, `text`, or `auto` (JSON unless the stream is a terminal)."""
     if log_format == "auto":
@@ -194,7 +253,7 @@ def configure(*, log_format: str = "auto", log_content: bool = False,
     _show_content = log_content
     out = stream or sys.stderr
     redact = Redactor(secrets)
-    handler = logging.StreamHandler(out)
+    handler = SpoolHandler(out)
     handler.setFormatter(JsonFormatter(redact) if wants_json(log_format, out)
                          else TextFormatter(redact))
     root = logging.getLogger()

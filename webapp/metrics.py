@@ -86,7 +86,7 @@ def _end(response: Response) -> Response:
     started = g.get("spool_started", time.monotonic())
     level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
     # The path only: a query string can carry a stream token.
-    log.log(level, "request", extra={
+    logs.log_buffered(log, level, "request", {
         "method": request.method, "path": request.path, "status": response.status_code,
         "duration_ms": round((time.monotonic() - started) * 1000, 1),
         "streaming": response.is_streamed,

@@ -168,10 +168,12 @@ def test_logs_are_json_with_context_and_no_secrets(ops_stack: Stack, ops_api: Ap
     def settled() -> str | None:
         # This generation's own end line (an earlier test's would match "generation
         # ended" alone, and the worker logs it just after the stream saw `done`).
+        # Request lines are written in batches (spool/linebuffer.py): wait for both.
         text = full_logs(ops_stack)
         ended = any("generation ended" in line and f'"generation_id":"{gen_id}"' in line
                     for line in text.splitlines())
-        return text if ended and "/events" in text else None
+        requests = '"request_id":"req-ops-42"' in text and f"/{gen_id}/events" in text
+        return text if ended and requests else None
 
     logs = wait_until(settled, 15, 0.2, "log lines of the generation")
     for secret in (API_KEY, SECRET, token, PROMPT, ANSWER, "PROMPT-MARKER", "ANSWER-MARKER"):
