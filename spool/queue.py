@@ -7,12 +7,12 @@ is the generation id, so RQ's registries and `rq info` name generations.
 from __future__ import annotations
 
 import zlib
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq import Queue
 
+from spool.clock import utc_micro_stamp
 from spool.keys import PRIORITIES, Keys
 
 JOB_FUNC = "worker.jobs.run_generation"
@@ -77,13 +77,6 @@ _Template = tuple[tuple[tuple[Any, ...], tuple[int, ...], tuple[int, ...]], ...]
 _templates: dict[tuple[int, str, str, int], _Template] = {}
 
 
-def _utc_stamp() -> str:
-    """Now in RQ's own timestamp format (rq.utils.utcformat), without strftime."""
-    now = datetime.now(UTC)
-    return (f"{now.year:04d}-{now.month:02d}-{now.day:02d}T{now.hour:02d}:{now.minute:02d}:"
-            f"{now.second:02d}.{now.microsecond:06d}Z")
-
-
 def _substitute(arg: Any, gen_id: str) -> Any:
     if isinstance(arg, str):
         return arg.replace(_SENTINEL, gen_id)
@@ -133,7 +126,7 @@ def enqueue_commands(rq_client: redis.Redis, keys: Keys, gen_id: str, priority: 
     if template is None:
         template = _templates[slot] = _template(
             _recorded(rq_client, keys, _SENTINEL, priority, job_timeout_s))
-    stamp = _utc_stamp()
+    stamp = utc_micro_stamp()
     out = []
     for command, ids, stamps in template:
         if not ids and not stamps:
