@@ -83,7 +83,10 @@ def decode_json(raw: bytes) -> Any:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc.msg}") from None
-    if json_depth_exceeds(payload):
+    # Each level opens a bracket: a body with few cannot nest deeply (and
+    # counting them is ~20x cheaper than walking the parsed value).
+    if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+            and json_depth_exceeds(payload)):
         raise ApiError(400, f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
     refuse_duplicate_keys(raw)
     return payload
@@ -92,13 +95,22 @@ def decode_json(raw: bytes) -> Any:
 def read_body(request: Request) -> bytes:
     """The raw body, or 413 past the size limit.
 
-    With a Content-Length, werkzeug refuses an oversized body up front. A
-    chunked body has no length, and werkzeug would silently cut it at the
-    limit (turning a too-large body into "malformed JSON"), so it is read
-    here with one byte to spare to tell the two apart.
+    With a Content-Length, an oversized body is refused up front, unread (as
+    werkzeug would), and the rest is read straight from the server's input,
+    which stops at that length: werkzeug's `get_data` wraps it in two more
+    streams, ~16 µs of a POST's ~0.5 ms. A chunked body has no length, and
+    werkzeug would silently cut it at the limit (turning a too-large body
+    into "malformed JSON"), so it is read here with one byte to spare to
+    tell the two apart.
     """
     limit = request.max_content_length
-    if request.content_length is not None or limit is None:
+    length = request.content_length
+    if length is not None:
+        if limit is not None and length > limit:
+            raise ApiError(413, "request body is too large")
+        body: bytes = request.environ["wsgi.input"].read(length)
+        return body
+    if limit is None:
         return request.get_data(cache=False)
     raw: bytes = request.environ["wsgi.input"].read(limit + 1)
     if len(raw) > limit:
