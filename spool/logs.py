@@ -124,6 +124,11 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+def _stamp(created: float) -> str:
+    """A line's `ts`: UTC to the millisecond, as `logging` counts them."""
+    return f"{utc_second(int(created))}.{int((created - int(created)) * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, event, bound fields, extras."""
 
@@ -133,7 +138,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -216,9 +221,8 @@ def log_buffered(logger: logging.Logger, level: int, event: str, fields: dict[st
         return
     formatter = handler.formatter
     assert isinstance(formatter, JsonFormatter)
-    now = time.time()
     line: dict[str, Any] = {
-        "ts": utc_second(int(now)) + f".{int((now - int(now)) * 1000):03d}Z",
+        "ts": _stamp(time.time()),
         "level": logging.getLevelName(level).lower(), "logger": logger.name, "event": event,
     }
     line.update(_context.get() or ())
