@@ -266,7 +266,8 @@ class Runner:
         if seq is None or seq < 0 or self.obs is None:
             return
         self.obs.end(outcome, finish_reason, error_type)
-        log.info("generation ended", extra={
+        # Written in a batch, like the web's request lines: one line per generation.
+        logs.log_buffered(log, logging.INFO, "generation ended", {
             "outcome": outcome, "finish_reason": finish_reason, "error_type": error_type,
             "provider": self.obs.provider, "last_seq": seq,
             # Only a length unless SPOOL_LOG_CONTENT=1.
