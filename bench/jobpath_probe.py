@@ -93,7 +93,7 @@ def counts(deployment: Deployment, wait_flush: bool = True) -> Counts:
         client.close()
     trips = {}
     for name, value in raw.items():
-        metric, labels, _ = parse_series(name)
+        metric, labels, _ = parse_series(str(name))  # decode_responses: already str
         if metric == ROUND_TRIPS.name:
             trips[(labels[0], labels[1])] = float(value)
     return Counts(commands, trips)
