@@ -82,7 +82,7 @@ class QuickReadCheck:
         if (timeout == 0 and sock is not None and not hasattr(sock, "pending")
                 and isinstance(getattr(self, "_parser", None), _HiredisParser)
                 and not self._parser._reader.has_data()  # type: ignore[attr-defined]
-                and not _readable_now(sock)):
+                and not readable_now(sock)):
             return False
         return bool(super().can_read(timeout))  # type: ignore[misc]
 
@@ -129,7 +129,7 @@ def _system_poll() -> Callable[[], Any]:
     return found
 
 
-def _readable_now(sock: Any) -> bool:
+def readable_now(sock: Any) -> bool:
     """Whether `sock` has bytes (or its end) waiting, without waiting or yielding."""
     poller = _system_poll()()
     poller.register(sock.fileno(), select.POLLIN)

@@ -22,6 +22,7 @@ import gevent.queue
 import redis
 
 from spool.connection import quick_check_options
+from spool.replies import ReplyReader
 from webapp.relay.subscription import (  # noqa: F401 (re-exported: the hub's vocabulary)
     GAP,
     READER_QUEUE_SIZE,
@@ -76,7 +77,8 @@ class Hub:
 
     def __init__(self, url: str, verbs: PubSubVerbs = CLASSIC) -> None:
         self._verbs = verbs
-        # The quick read check: the read loop asks "more waiting?" after every message.
+        # Replies are read below redis-py (spool.replies); the quick read check
+        # serves its fallback, without hiredis.
         self._pool = redis.ConnectionPool.from_url(
             url, protocol=2, socket_timeout=None, socket_keepalive=True,
             **quick_check_options(url),
@@ -172,17 +174,19 @@ class Hub:
                 sub.offer(GAP)  # messages may have been lost while down
 
     def _read_loop(self) -> None:
-        conn = self._conn
+        replies = ReplyReader(self._conn)
         while True:
             # Everything already received is taken before anything is handed
             # out: a channel's messages then reach each reader as one item
             # (one socket write), however far behind the hub has fallen.
             batch: dict[str, list[bytes]] = {}
-            size = self._take(conn.read_response(timeout=None, disconnect_on_error=False), batch)
+            size = self._take(replies.next(), batch)
             taken = 1
-            while taken < MAX_BATCH and size < MAX_BATCH_BYTES and conn.can_read(timeout=0):
-                size += self._take(conn.read_response(timeout=None, disconnect_on_error=False),
-                                   batch)
+            while taken < MAX_BATCH and size < MAX_BATCH_BYTES:
+                reply = replies.next_ready()
+                if reply is None:
+                    break
+                size += self._take(reply, batch)
                 taken += 1
             self._last_read = time.monotonic()
             for channel, raws in batch.items():

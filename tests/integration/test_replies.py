@@ -1,0 +1,104 @@
+"""spool.replies.ReplyReader against a real Redis: order, bursts, large replies,
+errors and a closed connection — read off hiredis, and through redis-py's
+own parser where hiredis is not used."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis._parsers import _HiredisParser, _RESP2Parser
+
+from spool.replies import ReplyReader
+
+CHANNEL = "repliestest:ch"
+pytestmark = pytest.mark.timeout(30)  # a read that waits when it must not fails, not hangs
+
+
+@pytest.fixture(params=["hiredis", "python"])
+def subscribed(request: Any, redis_server: Any) -> Iterator[tuple[Any, ReplyReader, int]]:
+    """A connection subscribed to CHANNEL (confirmation read), its reader and its client id."""
+    parser = _HiredisParser if request.param == "hiredis" else _RESP2Parser
+    pool = redis.ConnectionPool.from_url(redis_server.url, protocol=2, parser_class=parser,
+                                         socket_timeout=5)  # a wrong wait fails, not hangs
+    conn = pool.make_connection()
+    conn.connect()
+    replies = ReplyReader(conn)
+    assert (replies._parser is not None) == (request.param == "hiredis")
+    conn.send_command("CLIENT", "ID")
+    client_id = replies.next()
+    conn.send_command("SUBSCRIBE", CHANNEL)
+    assert replies.next() == [b"subscribe", CHANNEL.encode(), 1]
+    yield conn, replies, client_id
+    conn.disconnect()
+
+
+def _publish(url: str, *messages: bytes) -> None:
+    client = redis.Redis.from_url(url)
+    pipe = client.pipeline(transaction=False)
+    for message in messages:
+        pipe.publish(CHANNEL, message)
+    pipe.execute()
+    client.close()
+
+
+def _ready(replies: ReplyReader, within_s: float = 5.0) -> Any:
+    """next_ready once something has arrived (it never waits itself)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        reply = replies.next_ready()
+        if reply is not None:
+            return reply
+        time.sleep(0.01)
+    raise AssertionError("nothing arrived")
+
+
+def test_nothing_waiting_is_none_at_once(subscribed: Any) -> None:
+    _conn, replies, _id = subscribed
+    started = time.monotonic()
+    assert replies.next_ready() is None
+    assert time.monotonic() - started < 1.0  # a poll, not a wait for the next message
+
+
+def test_a_burst_comes_in_order_then_none(subscribed: Any, redis_server: Any) -> None:
+    _conn, replies, _id = subscribed
+    sent = [b"%d delta x" % n for n in range(200)]
+    _publish(redis_server.url, *sent)
+    got = [replies.next()]
+    while len(got) < len(sent):
+        got.append(_ready(replies))
+    assert got == [[b"message", CHANNEL.encode(), m] for m in sent]
+    assert replies.next_ready() is None
+
+
+def test_a_reply_larger_than_one_read_arrives_whole(subscribed: Any, redis_server: Any) -> None:
+    _conn, replies, _id = subscribed
+    big = b"x" * 300_000 + b"end"  # several 64 KiB reads
+    _publish(redis_server.url, b"small", big, b"after")
+    assert replies.next()[2] == b"small"
+    rest: list[bytes] = []
+    while len(rest) < 2:
+        reply = replies.next_ready()
+        if reply is None:
+            reply = replies.next()  # completes a partly read reply, or waits for one
+        rest.append(reply[2])
+    assert rest == [big, b"after"]
+
+
+def test_an_error_reply_is_raised(subscribed: Any) -> None:
+    conn, replies, _client_id = subscribed
+    conn.send_command("GET", "anything")  # not allowed on a subscribed RESP2 connection
+    with pytest.raises(redis.ResponseError):
+        replies.next()
+
+
+def test_a_closed_connection_raises(subscribed: Any, redis_server: Any) -> None:
+    _conn, replies, client_id = subscribed
+    client = redis.Redis.from_url(redis_server.url)
+    client.client_kill_filter(_id=client_id)
+    client.close()
+    with pytest.raises(redis.ConnectionError):
+        replies.next()
