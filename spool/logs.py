@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -27,19 +26,9 @@ import orjson
 
 from spool.clock import utc_second
 from spool.linebuffer import LineBuffer
+from spool.redact import Redactor
 
-REDACTED = "[redacted]"
 SPOOL_HANDLER = "_spool_handler"  # marks the root handler `configure` owns
-MIN_SECRET_LEN = 6  # shorter "secrets" would redact ordinary words
-# Credentials that may show up in messages even when not configured here.
-SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[^\s\"',]+"),
-    re.compile(r"(?i)((?:token|api_key|apikey|key|password)=)[^&\s\"',]+"),
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(redis(?:s)?://[^:/@\s]*:)[^@\s]+(@)"),
-)
-# A fixed part of each of SECRET_PATTERNS (lower case): without it, it cannot match.
-PATTERN_HINTS = ("bearer", "=", "sk-", "redis")
 # LogRecord attributes that are not user fields.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
@@ -84,37 +73,6 @@ def bound(**fields: Any) -> Iterator[None]:
 def content(text: str) -> str:
     """Prompt or answer text as it may be logged: itself only with SPOOL_LOG_CONTENT=1."""
     return text if _show_content else f"<{len(text)} chars>"
-
-
-class Redactor:
-    """Masks configured secrets and credential-shaped substrings.
-
-    Most lines hold nothing to mask: a substring test per secret and per
-    pattern's fixed part (C-speed) decides which regexes run at all, which
-    halves the cost of a log line (paid per request and per generation).
-    """
-
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        found = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LEN}, key=len,
-                       reverse=True)
-        self._secrets = tuple(found)
-        self._literal = re.compile("|".join(map(re.escape, found))) if found else None
-
-    def __call__(self, text: str) -> str:
-        if self._literal is not None and any(s in text for s in self._secrets):
-            text = self._literal.sub(REDACTED, text)
-        lowered = text.lower()
-        for hint, pattern in zip(PATTERN_HINTS, SECRET_PATTERNS, strict=True):
-            if hint in lowered:
-                text = pattern.sub(_mask, text)
-        return text
-
-
-def _mask(match: re.Match[str]) -> str:
-    groups = [g for g in match.groups() if g is not None]
-    if not groups:
-        return REDACTED
-    return groups[0] + REDACTED + (groups[1] if len(groups) > 1 else "")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

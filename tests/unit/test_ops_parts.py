@@ -10,6 +10,7 @@ import pytest
 
 from spool import logs
 from spool import metrics as m
+from spool.redact import Redactor
 
 
 def _capture(**options: object) -> tuple[logging.Logger, io.StringIO]:
@@ -43,7 +44,7 @@ def test_json_lines_carry_context_and_extras() -> None:
 
 
 def test_json_line_stamps_are_utc_to_the_millisecond_across_seconds() -> None:
-    formatter = logs.JsonFormatter(logs.Redactor())
+    formatter = logs.JsonFormatter(Redactor())
     stamps = []
     for created in (1796403600.125, 1796403600.75, 1796403601.0, 1796403661.5):
         record = logging.LogRecord("spool.test", logging.INFO, "f", 1, "tick", None, None)
