@@ -83,6 +83,46 @@ def test_the_terminal_chunk_goes_back_whole_with_what_follows() -> None:
     assert rest == b"0\r\na: b\r\n\r\n"
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_one_chunk_per_read_decodes_as_h11_does(seed: int) -> None:
+    """A live stream's usual read: exactly one chunk (any size-line shape)."""
+    rng = random.Random(seed)
+    pieces = [b"data: {}\r\n\r\n", b"\r\n", b"x" * rng.choice((1, 15, 16, 4000))]
+    pieces += [bytes(rng.getrandbits(8) for _ in range(rng.choice((1, 40))))]
+    body = chunked(pieces)
+    reads = [body[:body.index(b"\r\n0\r\n") + 2]]  # every chunk but the terminal one
+    decoder, payload = ChunkDecoder(), []
+    at = 0
+    for piece in pieces:  # one read per chunk
+        line_end = reads[0].index(b"\r\n", at)
+        end = line_end + 2 + len(piece) + 2
+        got, rest = decoder.feed(reads[0][at:end])
+        assert (got, rest) == (piece, None)
+        payload.append(got)
+        at = end
+    assert decoder.feed(b"0\r\n\r\n") == (b"", b"0\r\n\r\n")
+    assert b"".join(payload) == h11_payload(body)
+
+
+@pytest.mark.parametrize(("read", "payload"), [
+    (b"3\r\nabc\r\n4\r\nde", b"abcde"),  # one chunk and part of the next
+    (b"3\r\nab", b"ab"),  # part of one
+    (b"3\r\nabc\r", b"abc"),  # all but the last byte
+])
+def test_a_read_that_is_not_one_whole_chunk(read: bytes, payload: bytes) -> None:
+    got, rest = ChunkDecoder().feed(read)
+    assert (got, rest) == (payload, None)
+
+
+@pytest.mark.parametrize("bad", [
+    b"3\r\nabcXY",  # the size of one chunk, but not its CRLF
+    b"\r\nabc\r\n",  # no size line at all
+])
+def test_a_malformed_chunk_the_size_of_one_is_refused(bad: bytes) -> None:
+    with pytest.raises(h11.RemoteProtocolError):
+        ChunkDecoder().feed(bad)
+
+
 @pytest.mark.parametrize("bad", [
     b"zz\r\nab\r\n",  # not hex
     b"3\r\nabcX\r\n",  # no CRLF after the data

@@ -95,3 +95,24 @@ def test_transport_errors_are_retryable() -> None:
     dropped = transport_error("anthropic", httpx2.RemoteProtocolError("peer closed"))
     assert (dropped.type, dropped.retryable) == ("provider_error", True)
     assert "peer closed" in dropped.message
+
+
+def test_one_event_per_read_gives_the_same_events() -> None:
+    """A live stream's usual read is one whole event: each alone, the same events."""
+    events = [e + b"\n\n" for e in STREAM.split(b"\n\n") if e]
+    assert list(iter_events(events)) == EXPECTED
+
+
+@pytest.mark.parametrize(("chunks", "expected"), [
+    ([b"event: ping\n", b"data: {}\n\n"], [(b"ping", b"{}")]),  # the name came first
+    ([b"data: a\n", b"data: b\n\n"], [(b"", b"a\nb")]),  # so did a first data line
+    ([b"data: a\n\ndata: b\n\n"], [(b"", b"a"), (b"", b"b")]),  # two events in one read
+    ([b"data: x\r\n\r\n"], [(b"", b"x")]),
+    ([b"data:  two spaces\n\n"], [(b"", b" two spaces")]),  # only one space is stripped
+    ([b"data: cut", b" here\n\n"], [(b"", b"cut here")]),
+    ([b"data: a", b"data: b\n\n"], [(b"", b"adata: b")]),  # a line was still open
+    ([b"data: x\nd", b"ata: y\n\n"], [(b"", b"x\ny")]),  # one newline, not at the end
+])
+def test_reads_that_are_not_one_whole_event(chunks: list[bytes],
+                                            expected: list[tuple[bytes, bytes]]) -> None:
+    assert list(iter_events(chunks)) == expected

@@ -58,6 +58,10 @@ class ChunkDecoder:
 
     def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
         """Decode `data`; see the class docstring."""
+        if not (self._left or self._discard or self._head):
+            whole = self._whole_chunk(data)
+            if whole is not None:
+                return whole, None
         out: list[bytes] = []
         at, end = 0, len(data)
         while at < end:
@@ -98,6 +102,19 @@ class ChunkDecoder:
                 self._left = size
                 at = after
         return b"".join(out), None
+
+    def _whole_chunk(self, data: bytes) -> bytes | None:
+        """The data of `data` when it is exactly one non-empty chunk (a live
+        stream's usual read: one event, one chunk, one segment), else None."""
+        line_end = data.find(_CRLF)
+        if line_end <= 0:
+            return None
+        size = self._size(data[:line_end])
+        start = line_end + 2
+        end = start + size
+        if not size or data[end:] != _CRLF:
+            return None
+        return data[start:end]
 
     def _hold(self, partial: bytes) -> None:
         self._head += partial
