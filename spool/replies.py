@@ -54,15 +54,20 @@ class ReplyReader:
             return self._conn.read_response(timeout=None, disconnect_on_error=False)
         reader = parser._reader
         reply = reader.gets()
-        if reply is NOT_ENOUGH_DATA:
-            # One system poll per burst, not per reply: the burst's bytes came in one recv.
-            if not readable_now(parser._sock):
-                return None
+        while reply is NOT_ENOUGH_DATA:
+            # One system poll per burst, not per reply: a burst's bytes come in one recv.
+            if not _arrived(parser._sock):
+                return None  # a partial reply stays in the reader; `next` completes it
             parser.read_from_socket()
             reply = reader.gets()
-            if reply is NOT_ENOUGH_DATA:  # the start of a reply larger than one read
-                return None  # kept in the reader; `next` completes it
         return _checked(reply)
+
+
+def _arrived(sock: Any) -> bool:
+    """Whether bytes wait to be read: in the kernel, or (TLS) already decrypted in
+    the socket's own buffer, which the kernel's poll does not show."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending is not None and pending()) or readable_now(sock)
 
 
 def _checked(reply: Any) -> Any:
