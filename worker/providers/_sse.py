@@ -39,8 +39,9 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[Event]:
     name = b""
     data: list[bytes] = []
     for chunk in chunks:
-        # The commonest read of a live stream: one whole `data: …` event, its
-        # only line ends the two newlines that end it (no CR, no other field).
+        # The commonest read of a live stream: one whole `data: …` event whose
+        # only newlines are the two that end it (no CR, no other field), with
+        # nothing left over from an earlier read.
         if (not buf and not data and not name and chunk[:6] == b"data: "
                 and chunk.find(b"\n") == len(chunk) - 2 and chunk[-1:] == b"\n"):
             yield b"", chunk[6:-2]
