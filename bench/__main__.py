@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     provider, provider_url = start_fake_provider()
     ctx = Context(quick=args.quick, results_dir=RESULTS_DIR, provider_url=provider_url,
                   log=lambda line: print(line, flush=True),
-                  systems=tuple(args.systems.split(",")) if args.systems else None)
+                  systems=tuple(args.systems.split(",")) if args.systems else None,
+                  provider=provider)
     rows: list[Row] = []
     started = time.monotonic()
     try:

@@ -23,7 +23,11 @@ WARMUP_STREAMS = 4
 CLIENT_GRACE_S = 60.0
 MB = 1024 * 1024
 LOG_KEYS = ("ttft_p50_ms", "ttft_p99_ms", "gap_p99_ms", "tok_per_s", "cpu_s_per_1k_tok",
-            "peak_web_rss_mb", "errors", "lost_chars", "doubled_chars", "error_samples")
+            "peak_web_rss_mb", "machine_cores_peak", "errors", "lost_chars", "doubled_chars",
+            "error_samples")
+# The machine's busiest stretch of a run is measured over windows this long: about
+# the arrivals' span, when starts and the first tokens compete for the cores.
+PEAK_WINDOW_S = 2.0
 
 
 def run_client(spec: Spec) -> dict[str, Any]:
@@ -80,13 +84,13 @@ def measure(ctx: Context, system: System, scenario: str, spec: Spec,
         spec = dataclasses.replace(spec, port=deployment.port, mode=system.mode,
                                    provider=system.provider)
         warm_up(system, deployment, spec)
-        return _measured_run(system, scenario, spec, deployment, idle_probe_s)
+        return _measured_run(system, scenario, spec, deployment, idle_probe_s, ctx.provider)
     finally:
         deployment.stop()
 
 
 def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deployment,
-                  idle_probe_s: float | None) -> Row:
+                  idle_probe_s: float | None, provider: procs.Proc | None = None) -> Row:
     redis_port = deployment.redis.port if deployment.redis else None
     sampler = procs.Sampler(deployment.procs, deployment.web, redis_port)
     base = sampler.snapshot()
@@ -94,12 +98,15 @@ def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deploym
     web = _trees(deployment, "web")
     cpu0, rcpu0 = procs.cpu_seconds(servers), procs.cpu_seconds(redis)
     wcpu0 = procs.cpu_seconds(web)
+    fake = provider.tree() if provider is not None else []
+    pcpu0, machine0 = procs.cpu_seconds(fake), procs.MachineCpu.now()
     started = time.monotonic()
     sampler.start()
     try:
         summary = run_client(spec)
     finally:
         sampler.stop()
+    machine, elapsed = procs.MachineCpu.now(), time.monotonic() - started
     cpu = procs.cpu_seconds(servers) - cpu0
     web_cpu = procs.cpu_seconds(web) - wcpu0
     tokens = summary["tokens"] or 0
@@ -117,6 +124,11 @@ def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deploym
         "rss_per_conn_kb": round((sampler.peak("web_rss") - base.web_rss) / 1024 / spec.n, 1),
         "web_redis_conns": sampler.peak("redis_conns"),
         "redis_clients": sampler.peak("redis_clients"),
+        # The whole machine: servers, Redis, the load client, the fake provider.
+        "provider_cpu_s": round(procs.cpu_seconds(fake) - pcpu0, 2) if fake else None,
+        "machine_cores": round((machine.busy - machine0.busy) / elapsed, 2),
+        "machine_cores_peak": round(procs.busy_cores(sampler.samples, PEAK_WINDOW_S), 2),
+        "steal_cores": round((machine.steal - machine0.steal) / elapsed, 2),
     })
     ctx_line = ", ".join(f"{k}={row.get(k)}" for k in LOG_KEYS if row.get(k) is not None)
     print(f"      {ctx_line}", flush=True)

@@ -180,6 +180,47 @@ def tcp_to_port(procs: Sequence[psutil.Process], port: int) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class MachineCpu:
+    """The whole machine's CPU counters (`/proc/stat`), in seconds summed over cores.
+
+    `busy` is every process's time, the load client's, the fake provider's
+    and anything else on the machine included; `steal` is time the
+    hypervisor gave the machine's virtual CPUs to someone else (a shared
+    host's noise, which no process here can see in its own counters).
+    """
+
+    busy: float
+    steal: float
+
+    @classmethod
+    def now(cls) -> MachineCpu:
+        """The counters now (zeros where `/proc/stat` is unreadable)."""
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return cls(0.0, 0.0)
+        tick = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        idle = sum(fields[3:5])
+        steal = fields[7] if len(fields) > 7 else 0
+        return cls((sum(fields[:8]) - idle - steal) / tick, steal / tick)
+
+
+def busy_cores(samples: Sequence[Sample], window_s: float) -> float:
+    """The most cores the machine kept busy over any `window_s` between samples."""
+    peak = 0.0
+    start = 0
+    for end, sample in enumerate(samples):
+        while sample.t - samples[start].t > window_s and start < end:
+            start += 1
+        span = sample.t - samples[start].t
+        if span >= window_s * 0.75:
+            peak = max(peak, (sample.cpu.busy - samples[start].cpu.busy) / span)
+    return peak
+
+
 @dataclass
 class Sample:
     """One observation of a system's processes."""
@@ -189,6 +230,7 @@ class Sample:
     web_rss: int
     redis_conns: int
     redis_clients: int
+    cpu: MachineCpu = field(default_factory=MachineCpu.now)
 
 
 @dataclass
@@ -210,11 +252,11 @@ class Sampler:
 
     def snapshot(self) -> Sample:
         """Take one sample now."""
+        at, cpu = time.monotonic(), MachineCpu.now()
         everyone = [p for proc in self.procs for p in proc.tree()]
         web = [p for proc in self.web for p in proc.tree()]
         conns = tcp_to_port(web, self.redis_port) if self.redis_port else 0
-        return Sample(time.monotonic(), rss_bytes(everyone), rss_bytes(web), conns,
-                      self._client_list())
+        return Sample(at, rss_bytes(everyone), rss_bytes(web), conns, self._client_list(), cpu)
 
     def _client_list(self) -> int:
         """Clients Redis itself reports (`CLIENT LIST`), minus this sampler's own."""

@@ -20,7 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.procs import Proc
 
 Row = dict[str, Any]
 RunFn = Callable[["Context"], list[Row]]
@@ -36,6 +39,7 @@ class Context:
     log: Callable[[str], None] = print
     systems: tuple[str, ...] | None = None  # --systems: run only these (None: all)
     extra: dict[str, Any] = field(default_factory=dict)
+    provider: Proc | None = None  # the fake provider's process (its CPU is reported)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import subprocess
+import sys
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
-from bench import systems
+from bench import procs, systems
 from bench.loadclient import Spec, run, summarize, text_damage
 from bench.sse import Dechunker, parse_events
 from bench.textgen import make_text
@@ -86,3 +89,33 @@ def test_shared_readers_and_a_slow_one_get_the_same_text(floor: systems.Deployme
     summary = summarize(spec, results, 1.0)
     assert summary["errors"] == 0 and summary["exact"] == 4 and summary["slow_exact"] == 1
     assert "spread_p99_ms" in summary
+
+
+def _sample(t: float, busy: float) -> procs.Sample:
+    return procs.Sample(t, 0, 0, 0, 0, procs.MachineCpu(busy, 0.0))
+
+
+def test_busy_cores_is_the_busiest_window() -> None:
+    # One core busy for 2 s, then two cores for 2 s, then idle, sampled every 0.5 s.
+    samples, busy = [], 0.0
+    for step in range(13):
+        t = step * 0.5
+        samples.append(_sample(t, busy))
+        busy += 0.5 if t < 2 else 1.0 if t < 4 else 0.0
+    assert procs.busy_cores(samples, 2.0) == pytest.approx(2.0)
+    assert procs.busy_cores(samples, 1.0) == pytest.approx(2.0)
+    assert procs.busy_cores(samples[:5], 2.0) == pytest.approx(1.0)
+    assert procs.busy_cores(samples[:2], 2.0) == 0.0  # no window long enough
+
+
+def test_machine_cpu_counts_a_spinning_process() -> None:
+    spin = "import time\nend = time.monotonic() + 1.0\nwhile time.monotonic() < end: pass\n"
+    before = procs.MachineCpu.now()
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", spin], check=True)
+    after = procs.MachineCpu.now()
+    elapsed = time.monotonic() - started
+    # The spinning process alone keeps about one core busy (the rest of the
+    # machine may add more, never less).
+    assert (after.busy - before.busy) / elapsed >= 0.8
+    assert after.steal >= before.steal >= 0.0
