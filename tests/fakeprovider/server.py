@@ -208,7 +208,10 @@ def _stream(ex: _Exchange, wire: Any, scenario: Scenario, body: dict[str, Any],
         ex.sock.sendall(b"0\r\n\r\n")
         return True
     finally:
-        watcher.kill(block=False)
+        # Synchronously: a watcher still waiting on the socket would make the
+        # next request's read on this kept-alive connection fail (gevent lets
+        # one greenlet at a time wait to read a socket) and drop the connection.
+        watcher.kill(block=True)
 
 
 def _inject(ex: _Exchange, wire: Any, fault: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -103,3 +104,18 @@ def test_in_process_helpers() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           timeout=60, check=True)
     assert done.stdout.split() == [b"3", b"3"]
+
+
+def test_streams_keep_the_connection_alive(fake: FakeProvider) -> None:
+    # As the SDKs do: the next request reuses the connection some time after the
+    # stream ended (here after a pause, so it is not already waiting when read).
+    # Paced, so the stream waits between tokens while its disconnect watcher runs.
+    body = {"model": "m1", "stream": True,
+            "messages": user(scenario(text="one two three", ttft_ms=10, tps=200))}
+    with requests.Session() as session:
+        for _ in range(3):
+            got = session.post(f"{fake.openai_base_url}/chat/completions", json=body, timeout=10)
+            assert got.text.endswith("data: [DONE]\n\n")
+            time.sleep(0.2)
+    conns = {r["conn"] for r in fake.requests()[-3:]}
+    assert len(conns) == 1
