@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
 import requests
 
@@ -119,3 +121,24 @@ def test_streams_keep_the_connection_alive(fake: FakeProvider) -> None:
             time.sleep(0.2)
     conns = {r["conn"] for r in fake.requests()[-3:]}
     assert len(conns) == 1
+
+
+def test_a_paused_stream_ends_when_its_client_leaves(fake: FakeProvider) -> None:
+    # Tokens 3 s apart: the stream is paused when the client hangs up, and must
+    # end then (as a real server stops generating), not at the next token.
+    body = orjson.dumps({"model": "m1", "stream": True,
+                         "messages": user(scenario(text="a b c d", ttft_ms=0, tps=1 / 3))})
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                     b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        received = b""
+        while b'"content":"a' not in received:
+            received += sock.recv(65536)
+    deadline = time.monotonic() + 5
+    record = fake.requests()[-1]
+    while record["finished_at"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        record = fake.requests()[-1]
+    assert record["client_disconnected"]
+    assert record["finished_at"] - record["disconnected_at"] < 1.0
