@@ -38,6 +38,7 @@ from bench.jobpath_probe import (
     wait_idle,
     wrk_rate,
 )
+from bench.procs import MachineCpu, cpu_seconds
 from bench.registry import Context, Row, scenario
 from bench.systems import Deployment
 
@@ -49,6 +50,7 @@ HELD = {"messages": [{"role": "user", "content": "hold"}],
 # 100 tokens at 20 tokens/s after the mock's default 300 ms: ~5.3 s alone.
 STREAM = {"messages": [{"role": "user", "content": "stream"}],
           "mock": {"text": "spool keeps every token in order. " * 12, "tokens_per_second": 20}}
+CORE_KEYS = ("post_machine_cores", "post_web_cores", "healthz_machine_cores", "healthz_web_cores")
 IDLE_PAUSE_S = 0.05  # between first-delta samples, so each starts on an idle system
 FLOOR_BODY = {"messages": [{"role": "user", "content": 'SCENARIO:{"text":"hello there",'
                                                       '"ttft_ms":0,"tps":0}'}]}
@@ -74,16 +76,26 @@ def _row(line: str, figure: str, measured: float | None, target: str, ok: bool |
             "pass": "-" if ok is None else ("PASS" if ok else "FAIL"), **extra}
 
 
-def _paired(dep: Deployment, seconds: float, rounds: int) -> tuple[float, float]:
-    """(POST rate, /healthz rate): alternating wrk runs, the median of each.
+def _paired(dep: Deployment, seconds: float, rounds: int) -> tuple[float, float, dict[str, float]]:
+    """(POST rate, /healthz rate, cores): alternating wrk runs, the median of each.
 
     Alternating keeps both figures in the same stretch of a noisy machine.
+    `cores` says what bound the rates: the cores the whole machine and the
+    web process kept busy during each kind of run (medians).
     """
     posts, healths = [], []
+    busy: dict[str, list[float]] = {key: [] for key in CORE_KEYS}
+    web = [p for proc in dep.web for p in proc.tree()]
     for _ in range(rounds):
-        healths.append(wrk_rate(dep.port, "/healthz", None, seconds, 32)["rate"] or 0.0)
-        posts.append(wrk_rate(dep.port, "/v1/generations", SHORT, seconds, 32)["rate"] or 0.0)
-    return statistics.median(posts), statistics.median(healths)
+        for kind, path, body, rates in (("healthz", "/healthz", None, healths),
+                                        ("post", "/v1/generations", SHORT, posts)):
+            machine0, web0, started = MachineCpu.now(), cpu_seconds(web), time.monotonic()
+            rates.append(wrk_rate(dep.port, path, body, seconds, 32)["rate"] or 0.0)
+            elapsed = time.monotonic() - started
+            busy[f"{kind}_machine_cores"].append((MachineCpu.now().busy - machine0.busy) / elapsed)
+            busy[f"{kind}_web_cores"].append((cpu_seconds(web) - web0) / elapsed)
+    cores = {key: round(statistics.median(values), 2) for key, values in busy.items()}
+    return statistics.median(posts), statistics.median(healths), cores
 
 
 def _rates(ctx: Context, size: dict[str, Any]) -> list[Row]:
@@ -98,10 +110,12 @@ def _rates(ctx: Context, size: dict[str, Any]) -> list[Row]:
         run_client({"mode": "create", "port": dep.port, "n": 50, "body": SHORT})
         wait_idle(dep)
         wrk_rate(dep.port, "/healthz", None, 1, 32)  # warm
-        rate, health = _paired(dep, seconds, rounds)
-        ctx.log(f"    idle: POST {rate:.0f}/s, healthz {health:.0f}/s")
+        rate, health, cores = _paired(dep, seconds, rounds)
+        ctx.log(f"    idle: POST {rate:.0f}/s, healthz {health:.0f}/s; busy cores (machine / web):"
+                f" POST {cores['post_machine_cores']} / {cores['post_web_cores']}, healthz "
+                f"{cores['healthz_machine_cores']} / {cores['healthz_web_cores']}")
         wait_idle(dep)
-        loaded: dict[int, tuple[float, float]] = {}
+        loaded: dict[int, tuple[float, float, dict[str, float]]] = {}
         for target in size["held"]:
             more = target - active_count(dep)
             run_client({"mode": "create", "port": dep.port, "n": more, "body": HELD,
@@ -118,7 +132,7 @@ def _rates(ctx: Context, size: dict[str, Any]) -> list[Row]:
     kept = high_share / idle_share if idle_share else None
     return [
         _row("1", "POST rate / healthz rate", idle_share, ">= 0.50", idle_share >= 0.5,
-             post_per_s=rate, healthz_per_s=health),
+             post_per_s=rate, healthz_per_s=health, **cores),
         _row("2", f"POST rate @{high} active / idle (per healthz)", kept, ">= 0.85",
              kept is not None and kept >= 0.85, post_per_s=loaded[high][0],
              healthz_per_s=loaded[high][1], **{f"post_per_s_at_{low}": loaded[low][0]}),
