@@ -202,28 +202,6 @@ def _single_node(url: str, max_connections: int | None, blocking: bool,
     return redis.Redis.from_url(url, max_connections=max_connections, **options)
 
 
-def exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
-    """Send `packed` (`count` commands, RESP-encoded) on `conn`; their replies in order.
-
-    What a redis-py pipeline does, less its per-command Python: an error
-    reply comes back as its exception, as `execute(raise_on_error=False)`
-    would give it. On any failure the connection is disconnected (replies
-    left on its socket must not reach its next borrower) and the error raised.
-    """
-    conn.send_packed_command([packed])
-    replies: list[Any] = []
-    try:
-        for _ in range(count):
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as error:
-                replies.append(error)
-    except BaseException:
-        conn.disconnect()
-        raise
-    return replies
-
-
 def connect(
     url: str,
     *,

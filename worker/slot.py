@@ -12,8 +12,9 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 
-from spool.connection import exchange, is_cluster
+from spool.connection import is_cluster
 from spool.lease import Leases
+from spool.replies import exchange
 
 
 @dataclass(eq=False)

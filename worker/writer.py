@@ -19,9 +19,10 @@ import gevent.event
 import redis
 
 from spool.appendwire import DELTA_ARGC, delta_prefix, encode_arguments, encode_delta, pack_call
-from spool.connection import exchange, io_purpose, is_cluster
+from spool.connection import io_purpose, is_cluster
 from spool.events import DELTA, ERROR, TOOL_CALL
 from spool.log import APPENDED_MISSING, EventLog
+from spool.replies import exchange
 from worker.writeretry import WriteRetry, needs_resend, reason_of, unavailable_event
 
 log = logging.getLogger("spool.writer")

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import hiredis
 import pytest
 import redis
-from redis._parsers import _HiredisParser, _RESP2Parser
+from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
-from spool.replies import ReplyReader
+from spool.replies import ReplyReader, _fast_parser, exchange
 from tests.harness import free_port, wait_until
 
 CHANNEL = "repliestest:ch"
@@ -173,3 +175,76 @@ def test_over_tls_a_burst_that_has_arrived_is_taken_in_one_go(tls_redis: str) ->
         got.append(reply[2])
     assert got == sent
     conn.disconnect()
+
+
+@pytest.fixture(params=[("hiredis", 2), ("hiredis", 3), ("python", 2), ("python", 3)],
+                ids=lambda p: f"{p[0]}-resp{p[1]}")
+def plain(request: Any, redis_server: Any) -> Iterator[Any]:
+    """A connected, not subscribed connection: each parser, each protocol."""
+    name, protocol = request.param
+    parser = _HiredisParser if name == "hiredis" else (
+        _RESP2Parser if protocol == 2 else _RESP3Parser)
+    pool = redis.ConnectionPool.from_url(redis_server.url, protocol=protocol, parser_class=parser,
+                                         socket_timeout=5, socket_read_size=512)
+    conn = pool.make_connection()
+    conn.connect()
+    assert (_fast_parser(conn) is not None) == (name == "hiredis")
+    yield conn
+    conn.disconnect()
+
+
+def _reference(conn: Any, commands: list[tuple[str, ...]]) -> list[Any]:
+    """What redis-py's own reading gives for `commands` (errors as values)."""
+    conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+def test_exchange_gives_what_redis_py_gives(plain: Any) -> None:
+    big = "x" * 300_000  # over many 512-byte reads
+    clear = ("DEL", "replies:h", "replies:s", "replies:l")
+    commands: list[tuple[str, ...]] = [
+        ("HSET", "replies:h", "a", "1", "b", "2"), ("HGETALL", "replies:h"),
+        ("SET", "replies:s", big), ("GET", "replies:s"), ("GET", "replies:none"),
+        ("INCR", "replies:h"),  # WRONGTYPE: an error reply, among the others
+        ("RPUSH", "replies:l", "p", "q"), ("LRANGE", "replies:l", "0", "-1"),
+        ("EXPIRE", "replies:h", "100"), ("PING",)]
+    expected = _reference(plain, [clear, *commands])[1:]
+    packed = b"".join(hiredis.pack_command(c) for c in [clear, *commands])
+    got = exchange(plain, packed, len(commands) + 1)[1:]
+    assert [type(r) for r in got] == [type(r) for r in expected]
+    assert [str(r) if isinstance(r, Exception) else r for r in got] == \
+        [str(r) if isinstance(r, Exception) else r for r in expected]
+    assert isinstance(got[5], redis.ResponseError) and got[3] == big.encode()
+    assert exchange(plain, hiredis.pack_command(("PING",)), 1) in ([b"PONG"], ["PONG"], [True])
+
+
+def test_exchange_on_a_killed_connection_raises_and_disconnects(plain: Any,
+                                                                redis_server: Any) -> None:
+    client_id = exchange(plain, hiredis.pack_command(("CLIENT", "ID")), 1)[0]
+    admin = redis.Redis.from_url(redis_server.url)
+    # The connection is killed while its command waits (BLPOP blocks 3 s).
+    blocked = hiredis.pack_command(("BLPOP", "replies:never", "3"))
+    killer = threading.Timer(0.3, lambda: admin.client_kill_filter(_id=client_id))
+    killer.start()
+    with pytest.raises(redis.ConnectionError):
+        exchange(plain, blocked, 1)
+    killer.join()
+    admin.close()
+    assert plain._sock is None  # nothing of it is read again by its next borrower
+
+
+def test_exchange_times_out_as_the_socket_says(redis_server: Any) -> None:
+    pool = redis.ConnectionPool.from_url(redis_server.url, socket_timeout=0.3)
+    conn = pool.make_connection()
+    conn.connect()
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError):
+        exchange(conn, hiredis.pack_command(("BLPOP", "replies:never", "5")), 1)
+    assert time.monotonic() - started < 3
+    assert conn._sock is None
