@@ -82,6 +82,12 @@ def _read_off(conn: Any, count: int) -> list[Any]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         RECORDER.inc(REDIS_ERRORS, type(exc).__name__)
         raise
+    except OSError as exc:
+        # The parser passes a reset (ECONNRESET, as a restarting Redis sends)
+        # through as it is; redis-py's read_response turns it into its own
+        # error, which is what every caller handles.
+        RECORDER.inc(REDIS_ERRORS, "ConnectionError")
+        raise redis.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
     if conn.health_check_interval:
         conn.next_health_check = time.monotonic() + conn.health_check_interval
     return replies

@@ -5,6 +5,8 @@ redis-py's own parser where hiredis is not used."""
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -247,4 +249,37 @@ def test_exchange_times_out_as_the_socket_says(redis_server: Any) -> None:
     with pytest.raises(redis.TimeoutError):
         exchange(conn, hiredis.pack_command(("BLPOP", "replies:never", "5")), 1)
     assert time.monotonic() - started < 3
+    assert conn._sock is None
+
+
+def _resetting_server() -> tuple[int, threading.Thread]:
+    """A one-connection "Redis" that answers +OK until it sees RESETME, then
+    drops the connection with a TCP reset (what a restarting Redis may send)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            while True:
+                data = conn.recv(65536)
+                if not data or b"RESETME" in data:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                conn.sendall(b"+OK\r\n" * data.count(b"*"))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return port, thread
+
+
+@pytest.mark.parametrize("parser", [_HiredisParser, _RESP2Parser])
+def test_exchange_turns_a_reset_into_a_connection_error(parser: Any) -> None:
+    port, thread = _resetting_server()
+    conn = redis.Connection(host="127.0.0.1", port=port, protocol=2, parser_class=parser,
+                            socket_timeout=5)
+    conn.connect()
+    with pytest.raises(redis.ConnectionError):
+        exchange(conn, hiredis.pack_command(("RESETME",)), 1)
+    thread.join(5)
     assert conn._sock is None
