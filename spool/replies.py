@@ -67,7 +67,7 @@ def _read_off(conn: Any, count: int) -> list[Any]:
         while len(replies) < count:
             reply = gets()
             if reply is NOT_ENOUGH_DATA:
-                parser.read_from_socket()  # the socket's timeout; raises once closed
+                _fill(parser)
                 continue
             if push is not None and isinstance(reply, push):
                 parser.handle_push_response(reply)  # not a reply to these commands
@@ -82,15 +82,22 @@ def _read_off(conn: Any, count: int) -> list[Any]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         RECORDER.inc(REDIS_ERRORS, type(exc).__name__)
         raise
-    except OSError as exc:
-        # The parser passes a reset (ECONNRESET, as a restarting Redis sends)
-        # through as it is; redis-py's read_response turns it into its own
-        # error, which is what every caller handles.
-        RECORDER.inc(REDIS_ERRORS, "ConnectionError")
-        raise redis.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
     if conn.health_check_interval:
         conn.next_health_check = time.monotonic() + conn.health_check_interval
     return replies
+
+
+def _fill(parser: Any) -> None:
+    """One read from the socket into the reader (the socket's timeout).
+
+    The parser passes a reset (ECONNRESET, as a restarting Redis sends)
+    through as it is; redis-py's read_response turns it into its own
+    ConnectionError, which is what every caller handles.
+    """
+    try:
+        parser.read_from_socket()  # raises ConnectionError once the server closed
+    except OSError as exc:
+        raise redis.ConnectionError(f"Error while reading from socket: {exc.args}") from exc
 
 
 def _fast_parser(conn: Any) -> Any:
@@ -117,7 +124,7 @@ class ReplyReader:
         reader = parser._reader
         reply = reader.gets()
         while reply is NOT_ENOUGH_DATA:
-            parser.read_from_socket()  # raises ConnectionError once the server closed
+            _fill(parser)
             reply = reader.gets()
         return _checked(reply)
 
@@ -135,7 +142,7 @@ class ReplyReader:
             # One system poll per burst, not per reply: a burst's bytes come in one recv.
             if not _arrived(parser._sock):
                 return None  # a partial reply stays in the reader; `next` completes it
-            parser.read_from_socket()
+            _fill(parser)
             reply = reader.gets()
         return _checked(reply)
 

@@ -283,3 +283,14 @@ def test_exchange_turns_a_reset_into_a_connection_error(parser: Any) -> None:
         exchange(conn, hiredis.pack_command(("RESETME",)), 1)
     thread.join(5)
     assert conn._sock is None
+
+
+def test_the_hubs_reader_turns_a_reset_into_a_connection_error() -> None:
+    port, thread = _resetting_server()
+    conn = redis.Connection(host="127.0.0.1", port=port, protocol=2,
+                            parser_class=_HiredisParser, socket_timeout=5)
+    conn.connect()
+    conn.send_command("RESETME")
+    with pytest.raises(redis.ConnectionError):
+        ReplyReader(conn).next()
+    thread.join(5)
