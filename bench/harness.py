@@ -126,7 +126,7 @@ def _measured_run(system: System, scenario: str, spec: Spec, deployment: Deploym
         "redis_clients": sampler.peak("redis_clients"),
         # The whole machine: servers, Redis, the load client, the fake provider.
         "provider_cpu_s": round(procs.cpu_seconds(fake) - pcpu0, 2) if fake else None,
-        "machine_cores": round((machine.busy - machine0.busy) / elapsed, 2),
+        "machine_cores": round(machine.cores_since(machine0, elapsed), 2),
         "machine_cores_peak": round(procs.busy_cores(sampler.samples, PEAK_WINDOW_S), 2),
         "steal_cores": round((machine.steal - machine0.steal) / elapsed, 2),
     })

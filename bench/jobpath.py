@@ -92,7 +92,7 @@ def _paired(dep: Deployment, seconds: float, rounds: int) -> tuple[float, float,
             machine0, web0, started = MachineCpu.now(), cpu_seconds(web), time.monotonic()
             rates.append(wrk_rate(dep.port, path, body, seconds, 32)["rate"] or 0.0)
             elapsed = time.monotonic() - started
-            busy[f"{kind}_machine_cores"].append((MachineCpu.now().busy - machine0.busy) / elapsed)
+            busy[f"{kind}_machine_cores"].append(MachineCpu.now().cores_since(machine0, elapsed))
             busy[f"{kind}_web_cores"].append((cpu_seconds(web) - web0) / elapsed)
     cores = {key: round(statistics.median(values), 2) for key, values in busy.items()}
     return statistics.median(posts), statistics.median(healths), cores

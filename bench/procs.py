@@ -207,6 +207,10 @@ class MachineCpu:
         steal = fields[7] if len(fields) > 7 else 0
         return cls((sum(fields[:8]) - idle - steal) / tick, steal / tick)
 
+    def cores_since(self, earlier: MachineCpu, seconds: float) -> float:
+        """Mean cores the machine kept busy between `earlier` and these counters."""
+        return (self.busy - earlier.busy) / seconds if seconds > 0 else 0.0
+
 
 def busy_cores(samples: Sequence[Sample], window_s: float) -> float:
     """The most cores the machine kept busy over any `window_s` between samples."""
@@ -217,7 +221,7 @@ def busy_cores(samples: Sequence[Sample], window_s: float) -> float:
             start += 1
         span = sample.t - samples[start].t
         if span >= window_s * 0.75:
-            peak = max(peak, (sample.cpu.busy - samples[start].cpu.busy) / span)
+            peak = max(peak, sample.cpu.cores_since(samples[start].cpu, span))
     return peak
 
 
@@ -230,7 +234,7 @@ class Sample:
     web_rss: int
     redis_conns: int
     redis_clients: int
-    cpu: MachineCpu = field(default_factory=MachineCpu.now)
+    cpu: MachineCpu
 
 
 @dataclass
