@@ -6,7 +6,8 @@ HTTP API or from outside the processes (wrk, psutil, Redis INFO):
 
 - POST rate vs the same process's `/healthz` rate (wrk, same connections, same run);
 - POST rate with 1,000 and 5,000 active generations of the one tenant;
-- idle POST -> first delta p50 (mock `ttft_ms: 0`), the floor's beside it;
+- idle POST -> first delta p50 (mock `ttft_ms: 0`) with the floor and the web
+  stack's own idle request beside it (`bench.jobpath_latency`);
 - worker CPU per short generation, and Redis commands and round trips per
   generation, web and worker apart: the worker is paused (SIGSTOP) while N
   generations are posted, so INFO commandstats before/after separates them;
@@ -27,13 +28,13 @@ import statistics
 import time
 from typing import Any
 
-import redis
-
 from bench import systems
+from bench.jobpath_latency import first_delta
 from bench.jobpath_probe import (
     active_count,
     counts,
     cpu_of,
+    row,
     run_client,
     wait_idle,
     wrk_rate,
@@ -51,9 +52,6 @@ HELD = {"messages": [{"role": "user", "content": "hold"}],
 STREAM = {"messages": [{"role": "user", "content": "stream"}],
           "mock": {"text": "spool keeps every token in order. " * 12, "tokens_per_second": 20}}
 CORE_KEYS = ("post_machine_cores", "post_web_cores", "healthz_machine_cores", "healthz_web_cores")
-IDLE_PAUSE_S = 0.05  # between first-delta samples, so each starts on an idle system
-FLOOR_BODY = {"messages": [{"role": "user", "content": 'SCENARIO:{"text":"hello there",'
-                                                      '"ttft_ms":0,"tps":0}'}]}
 
 
 def _sizes(quick: bool) -> dict[str, Any]:
@@ -66,14 +64,6 @@ def _sizes(quick: bool) -> dict[str, Any]:
     # ±30 % within a minute, three pairs left the ratio's median ±0.05.
     return {"wrk_s": 2, "rounds": 5, "held": (1000, 5000), "samples": 200, "counted": 2000,
             "bursts": (300, 1000)}
-
-
-def _row(line: str, figure: str, measured: float | None, target: str, ok: bool | None,
-         **extra: Any) -> Row:
-    value = None if measured is None else round(measured, 3)
-    return {"scenario": "jobpath", "system": "spool-mock", "line": line, "figure": figure,
-            "measured": value, "target": target,
-            "pass": "-" if ok is None else ("PASS" if ok else "FAIL"), **extra}
 
 
 def _paired(dep: Deployment, seconds: float, rounds: int) -> tuple[float, float, dict[str, float]]:
@@ -131,9 +121,9 @@ def _rates(ctx: Context, size: dict[str, Any]) -> list[Row]:
     high_share = loaded[high][0] / loaded[high][1] if loaded[high][1] else 0.0
     kept = high_share / idle_share if idle_share else None
     return [
-        _row("1", "POST rate / healthz rate", idle_share, ">= 0.50", idle_share >= 0.5,
+        row("1", "POST rate / healthz rate", idle_share, ">= 0.50", idle_share >= 0.5,
              post_per_s=rate, healthz_per_s=health, **cores),
-        _row("2", f"POST rate @{high} active / idle (per healthz)", kept, ">= 0.85",
+        row("2", f"POST rate @{high} active / idle (per healthz)", kept, ">= 0.85",
              kept is not None and kept >= 0.85, post_per_s=loaded[high][0],
              healthz_per_s=loaded[high][1], **{f"post_per_s_at_{low}": loaded[low][0]}),
     ]
@@ -165,65 +155,14 @@ def _per_generation(ctx: Context, dep: Deployment, n: int) -> list[Row]:
            "worker_cpu_ms": cpu / n * 1000}
     ctx.log("    per generation: " + ", ".join(f"{k}={v:.2f}" for k, v in per.items()))
     return [
-        _row("3a", "worker CPU ms / short generation", per["worker_cpu_ms"], "<= 0.5",
+        row("3a", "worker CPU ms / short generation", per["worker_cpu_ms"], "<= 0.5",
              per["worker_cpu_ms"] <= 0.5, n=n),
-        _row("3b", "web round trips / generation", per["web_trips"], "<= 2",
+        row("3b", "web round trips / generation", per["web_trips"], "<= 2",
              per["web_trips"] <= 2, commands=round(per["web_commands"], 1), n=n),
-        _row("3c", "worker round trips / generation", per["worker_trips"], "<= 4",
+        row("3c", "worker round trips / generation", per["worker_trips"], "<= 4",
              per["worker_trips"] <= 4, commands=round(per["worker_commands"], 1),
              append_trips=round(per["worker_append_trips"], 2), n=n),
     ]
-
-
-def _first_delta(ctx: Context, dep: Deployment, samples: int) -> list[Row]:
-    """Idle POST -> first delta, one at a time; the floor's POST -> first delta beside it.
-
-    Two diagnostics ride along (not the figure): the same path back to back
-    (`warm_p50_ms`, no pause: what the processes' own work costs), and what
-    waking after an idle pause costs on this host (a Redis PING after the
-    same pause against back to back): the idle figure pays that once per
-    process the path wakes, the floor's one request only twice.
-    """
-    floor = systems.launch_floor(ctx.provider_url)
-    try:
-        run_client({"mode": "first_delta", "port": floor.port, "n": 10, "body": FLOOR_BODY,
-                    "floor": True})
-        floor_s = run_client({"mode": "first_delta", "port": floor.port, "n": samples,
-                              "body": FLOOR_BODY, "floor": True,
-                              "pause_s": IDLE_PAUSE_S})["samples"]
-    finally:
-        floor.stop()
-    run_client({"mode": "first_delta", "port": dep.port, "n": 10, "body": SHORT})
-    spool_s = run_client({"mode": "first_delta", "port": dep.port, "n": samples,
-                          "body": SHORT, "pause_s": IDLE_PAUSE_S})["samples"]
-    warm_s = run_client({"mode": "first_delta", "port": dep.port, "n": samples,
-                         "body": SHORT})["samples"]
-    ping_idle, ping_warm = _ping_us(dep, samples, IDLE_PAUSE_S), _ping_us(dep, samples, 0.0)
-    p50, floor50 = statistics.median(spool_s) * 1000, statistics.median(floor_s) * 1000
-    warm50 = statistics.median(warm_s) * 1000
-    ctx.log(f"    POST -> first delta p50 {p50:.2f} ms (floor {floor50:.2f} ms; back to back "
-            f"{warm50:.2f} ms; Redis PING idle {ping_idle:.0f} us, "
-            f"back to back {ping_warm:.0f} us)")
-    return [_row("4", "idle POST -> first delta p50 ms", p50, "<= 3", p50 <= 3,
-                 floor_p50_ms=round(floor50, 2), warm_p50_ms=round(warm50, 2),
-                 ping_idle_us=round(ping_idle), ping_warm_us=round(ping_warm), n=samples)]
-
-
-def _ping_us(dep: Deployment, samples: int, pause_s: float) -> float:
-    """Median µs of a Redis PING sent `pause_s` after the last one (a host diagnostic)."""
-    assert dep.redis is not None
-    client = redis.Redis.from_url(dep.redis.url)
-    try:
-        client.ping()
-        taken = []
-        for _ in range(samples):
-            time.sleep(pause_s)
-            started = time.perf_counter()
-            client.ping()
-            taken.append(time.perf_counter() - started)
-    finally:
-        client.close()
-    return statistics.median(taken) * 1e6
 
 
 def _one_at_a_time(ctx: Context, dep: Deployment, n: int) -> list[Row]:
@@ -239,9 +178,9 @@ def _one_at_a_time(ctx: Context, dep: Deployment, n: int) -> list[Row]:
     alone = counts(dep).minus(before)
     web, worker = alone.trips("web") / n, alone.trips("worker") / n
     ctx.log(f"    one at a time: web {web:.2f}, worker {worker:.2f} round trips per generation")
-    return [_row("3b", "web round trips / generation, one at a time", web, "<= 2", web <= 2,
+    return [row("3b", "web round trips / generation, one at a time", web, "<= 2", web <= 2,
                  n=n),
-            _row("3c", "worker round trips / generation, one at a time", worker, "<= 4",
+            row("3c", "worker round trips / generation, one at a time", worker, "<= 4",
                  worker <= 4, n=n)]
 
 
@@ -262,12 +201,12 @@ def _concurrency(ctx: Context, dep: Deployment, sizes: tuple[int, int]) -> list[
     for n, limit in zip(sizes, (1.2, 1.5), strict=True):
         got = _burst(ctx, dep, n)
         ratio = got["makespan"] / single
-        rows.append(_row("5", f"{n} concurrent clients: makespan / one alone", ratio,
+        rows.append(row("5", f"{n} concurrent clients: makespan / one alone", ratio,
                          f"<= {limit}", ratio <= limit and not got["errors"], n=n,
                          errors=got["errors"], queue_ms_p99=got["queue_p99"]))
         if n == sizes[0]:
             p99 = got["queue_p99"]
-            rows.append(_row("5", f"{n} concurrent clients: queue wait p99 ms", p99, "<= 100",
+            rows.append(row("5", f"{n} concurrent clients: queue wait p99 ms", p99, "<= 100",
                              p99 is not None and p99 <= 100, n=n))
     return rows
 
@@ -284,12 +223,12 @@ def jobpath(ctx: Context) -> list[Row]:
         wait_idle(dep)
         rows += _per_generation(ctx, dep, size["counted"])
         rows += _one_at_a_time(ctx, dep, size["samples"])
-        rows += _first_delta(ctx, dep, size["samples"])
+        rows += first_delta(ctx, dep, size["samples"], SHORT)
         rows += _concurrency(ctx, dep, size["bursts"])
     finally:
         dep.stop()
-    for row in rows:
-        ctx.log(f"  [{row['line']:>2}] {row['figure']:<44} {row['measured']!s:>9} "
-                f"{row['target']:>8}  {row['pass']}")
+    for done in rows:
+        ctx.log(f"  [{done['line']:>2}] {done['figure']:<44} {done['measured']!s:>9} "
+                f"{done['target']:>8}  {done['pass']}")
     ctx.log(f"  jobpath: {time.monotonic() - started:.0f} s")
     return rows

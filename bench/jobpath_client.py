@@ -5,9 +5,11 @@
 - `create`: `n` POSTs of `body`, `concurrency` at a time; counts statuses.
 - `first_delta`: `n` times, one after the other (`pause_s` apart): POST,
   GET the stream_url, read to the first `delta`; the time from sending the
-  POST to it. With
+  POST to it, and to the POST's answer (`posts`). With
   `floor: true` the floor server's `POST /chat` (same client, same path
   length: one request less) is timed instead.
+- `get`: `n` times, one after the other (`pause_s` apart): GET `path` on a
+  fresh connection and read the whole answer; the time each took.
 - `burst`: `n` clients at once, each POSTs and reads its stream to the end;
   per generation: the POST's send time, its end, and `metrics.queue_ms`
   from its `done` event.
@@ -71,15 +73,17 @@ async def _read_until(resp: sse.Response, stop: set[bytes]) -> tuple[bytes, byte
 
 
 async def first_delta(spec: dict[str, Any]) -> dict[str, Any]:
-    """Sequential POST -> first delta samples (seconds)."""
-    samples = []
+    """Sequential POST -> first delta samples, and POST -> its answer (seconds)."""
+    samples, posts = [], []
     for _ in range(spec["n"]):
         t0 = time.perf_counter()
         if spec.get("floor"):
             resp = await sse.request(HOST, spec["port"], "POST", "/chat",
                                      orjson.dumps(spec["body"]))
+            posts.append(time.perf_counter() - t0)
         else:
             _, created = await _post(spec["port"], "/v1/generations", spec["body"])
+            posts.append(time.perf_counter() - t0)
             resp = await sse.request(HOST, spec["port"], "GET", created["stream_url"],
                                      headers={"Accept": "text/event-stream"})
         try:
@@ -89,6 +93,21 @@ async def first_delta(spec: dict[str, Any]) -> dict[str, Any]:
         samples.append(time.perf_counter() - t0)
         # Idle means idle: the previous sample's end (its done event, the
         # worker's finish) is over before the next POST.
+        await asyncio.sleep(spec.get("pause_s", 0.0))
+    return {"samples": samples, "posts": posts}
+
+
+async def get(spec: dict[str, Any]) -> dict[str, Any]:
+    """Sequential GETs of one path (seconds each, whole answer read)."""
+    samples = []
+    for _ in range(spec["n"]):
+        t0 = time.perf_counter()
+        resp = await sse.request(HOST, spec["port"], "GET", spec["path"])
+        if resp.status != 200:
+            resp.close()
+            raise sse.HTTPError(f"GET {spec['path']}: {resp.status}")
+        await resp.body()
+        samples.append(time.perf_counter() - t0)
         await asyncio.sleep(spec.get("pause_s", 0.0))
     return {"samples": samples}
 
@@ -121,7 +140,7 @@ async def burst(spec: dict[str, Any]) -> dict[str, Any]:
     return {"streams": await asyncio.gather(*tasks)}
 
 
-MODES = {"create": create, "first_delta": first_delta, "burst": burst}
+MODES = {"create": create, "first_delta": first_delta, "get": get, "burst": burst}
 
 
 def main() -> None:

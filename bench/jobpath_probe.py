@@ -16,6 +16,7 @@ import psutil
 import redis
 
 from bench import procs
+from bench.registry import Row
 from bench.systems import SPOOL_BENCH_ENV, Deployment
 from spool.metrics import ROUND_TRIPS, parse_series
 
@@ -48,6 +49,15 @@ def wrk_rate(port: int, path: str, body: dict[str, Any] | None, seconds: float,
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rate": float(rate.group(1)) if rate else None,
             "non_2xx": int(bad.group(1)) if bad else 0}
+
+
+def row(line: str, figure: str, measured: float | None, target: str, ok: bool | None,
+        **extra: Any) -> Row:
+    """One row of the job-path table: a figure of issue 13's "Done when" line `line`."""
+    value = None if measured is None else round(measured, 3)
+    return {"scenario": "jobpath", "system": "spool-mock", "line": line, "figure": figure,
+            "measured": value, "target": target,
+            "pass": "-" if ok is None else ("PASS" if ok else "FAIL"), **extra}
 
 
 def run_client(spec: dict[str, Any]) -> dict[str, Any]:

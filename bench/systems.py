@@ -18,6 +18,7 @@ from bench import procs
 from bench.procs import Proc, RedisServer
 
 BENCH_API_KEY = "sk-bench-not-a-secret"
+SPOOL_WSGI_APP = "wsgi:app"  # what the Procfile's web command serves
 GUNICORN_GEVENT = ["-m", "gunicorn", "-k", "gevent", "--worker-connections", "10000",
                    "-w", "1", "--log-level", "warning"]
 # Limits Spool would otherwise apply per tenant; the bench is one tenant with many streams.
@@ -149,6 +150,19 @@ def launch_spool(base_url: str, extra_env: dict[str, str] | None = None) -> Depl
     worker = procs.spawn("spool-worker", _procfile_argv(commands["worker"], env), env)
     procs.wait_port(port, web.popen)
     return Deployment(port, [web, worker], [web], redis=redis, workers=[worker])
+
+
+def launch_bare_web(redis_url: str) -> Deployment:
+    """The Procfile's `web` command serving `bench.peers.bare_wsgi` instead of Spool's app."""
+    port = procs.free_port()
+    env = {**SPOOL_BENCH_ENV, "REDIS_URL": redis_url, "PORT": str(port)}
+    argv = _procfile_argv(procfile_commands()["web"], env)
+    argv = ["bench.peers.bare_wsgi:app" if arg == SPOOL_WSGI_APP else arg for arg in argv]
+    if "bench.peers.bare_wsgi:app" not in argv:
+        raise RuntimeError(f"the Procfile's web command does not serve {SPOOL_WSGI_APP}")
+    web = procs.spawn("bare-web", argv, env)
+    procs.wait_port(port, web.popen)
+    return Deployment(port, [web], [web])
 
 
 FLOOR = System("floor", "direct", launch_floor, uses_provider=False)

@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
+import http.server
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -119,3 +124,57 @@ def test_machine_cpu_counts_a_spinning_process() -> None:
     # machine may add more, never less).
     assert (after.busy - before.busy) / elapsed >= 0.8
     assert after.steal >= before.steal >= 0.0
+
+
+def _client(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench.jobpath_probe import run_client
+
+    return run_client(spec)
+
+
+def test_first_delta_client_times_the_answer_before_the_delta(
+        floor: systems.Deployment) -> None:
+    from bench.jobpath_latency import FLOOR_BODY
+
+    got = _client({"mode": "first_delta", "port": floor.port, "n": 3, "body": FLOOR_BODY,
+                   "floor": True})
+    assert len(got["samples"]) == len(got["posts"]) == 3
+    assert all(0 < post <= whole for post, whole in zip(got["posts"], got["samples"],
+                                                        strict=True))
+
+
+def test_bare_web_is_the_procfile_web_command_serving_nothing() -> None:
+    redis_server = procs.start_redis("test-bare-redis")
+    bare = systems.launch_bare_web(redis_server.url)
+    try:
+        got = _client({"mode": "get", "port": bare.port, "n": 3, "path": "/healthz"})
+        assert len(got["samples"]) == 3 and all(s > 0 for s in got["samples"])
+        # Spool's worker class (from gunicorn.conf.py) answers what gunicorn
+        # rejects with API.md's JSON error body: the server is Spool's, the app is not.
+        with socket.create_connection(("127.0.0.1", bare.port), timeout=10) as sock:
+            sock.sendall(b"NOT A REQUEST LINE\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b'"error"' in body
+    finally:
+        bare.stop()
+        redis_server.stop()
+
+
+def test_get_client_refuses_a_non_200(tmp_path: Path) -> None:
+    # A well-formed 404 (a timing of an error page is not a timing of the server).
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(subprocess.CalledProcessError):
+            _client({"mode": "get", "port": server.server_port, "n": 1, "path": "/nowhere"})
+        (tmp_path / "here").write_text("{}")
+        assert len(_client({"mode": "get", "port": server.server_port, "n": 2,
+                            "path": "/here"})["samples"]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
