@@ -14,7 +14,7 @@ syscall.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import gevent.queue
@@ -138,7 +138,8 @@ def _backlog(svc: Services, gen_id: str, after: int,
 
 def follow_batches(svc: Services, gen_id: str, after: int,
                    direct: Direct | None = None, ended: bool = False,
-                   first_page: list[LogEntry] | None = None) -> Iterator[Run | Quiet]:
+                   first_page: list[LogEntry] | None = None,
+                   behind: bool = False) -> Generator[Run | Quiet, None, None]:
     """Every event with seq > `after`, in order, in runs; the last run ends with the terminal.
 
     Backlog (and catch-up) runs hold LogEntry, live runs the hub's Live (its
@@ -157,6 +158,8 @@ def follow_batches(svc: Services, gen_id: str, after: int,
     stream's opening round trip. They go out first; being read before any
     subscription, they never count as caught up: the log is read again once
     subscribed (or, `ended`, only if the page did not reach the terminal).
+    `behind`: the reader stalled (`webapp.relay.writes`); its first log read
+    is a small page, as after an overflow.
     """
     if first_page:
         page, done = _until_terminal(first_page)
@@ -168,6 +171,8 @@ def follow_batches(svc: Services, gen_id: str, after: int,
         # per reader that joined a long answer (measured with 1,000 of them).
         del page, first_page
     pager = _Pager()
+    if behind:
+        pager.fell_behind()
     if ended:
         rest = yield from _backlog(svc, gen_id, after, pager)
         if rest is None:

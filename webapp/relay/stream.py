@@ -28,9 +28,10 @@ from webapp.auth import authenticate, authorize_stream
 from webapp.errors import ApiError
 from webapp.launch import find_generation, owned_generation
 from webapp.relay.follow import Quiet, follow_batches
-from webapp.relay.hub import HubUnavailable, Live
+from webapp.relay.hub import HubUnavailable
 from webapp.relay.presence import Presence
 from webapp.relay.subscription import Direct
+from webapp.relay.writes import NO_WRITE, chunk, frame, send_now, writes
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.stream")
@@ -41,7 +42,6 @@ PRESENCE_EXTENSION = "spool.presence"
 # The hub writes a caught-up reader's live events to its socket itself
 # (webapp/relay/subscription.py); False sends every event through WSGI.
 DIRECT_WRITES = True
-WRITE_BYTES = 8192  # a run of events goes out in writes of about this size at most
 MAX_SOCKET_WRAPPERS = 4  # how deep to look for the raw socket under gunicorn's wrappers
 MAX_EVENT_ID = 2**53 - 1  # JavaScript's largest exact integer
 # What opening a stream reads of the record besides its owner (always read):
@@ -87,10 +87,6 @@ def parse_resume() -> ResumePoint:
     return ResumePoint(position, offset)
 
 
-def _frame(entry: LogEntry) -> bytes:
-    return sse.entry_frame(str(entry.seq).encode(), entry.event.encode(), entry.data.encode())
-
-
 @dataclass(frozen=True)
 class Opening:
     """What a `?offset=` stream starts with."""
@@ -119,7 +115,7 @@ def offset_start(svc: Services, gen_id: str, offset: int) -> Opening:
     covered = body[-1].seq if body else 0
     frames = [sse.event(dumps({"text": tail}), event_id=covered, name=DELTA)]
     if terminal is not None:
-        frames.append(_frame(terminal))
+        frames.append(frame(terminal))
     return Opening(frames, covered, terminal is not None)
 
 
@@ -170,26 +166,6 @@ def direct_socket() -> Direct | None:
     return Direct(raw, sock.sendall)
 
 
-def _writes(batch: list[LogEntry] | list[Live]) -> Iterator[bytes]:
-    """A run's frames joined into writes of about WRITE_BYTES at most.
-
-    One write per run keeps syscalls few; the cap bounds what a reader that
-    stopped reading holds while its write waits (the bytes, and gunicorn's
-    chunk-framed copy of them), whatever the size of the run.
-    """
-    parts: list[bytes] = []
-    size = 0
-    for item in batch:
-        frame = _frame(item) if isinstance(item, LogEntry) else item.frame
-        if parts and size + len(frame) > WRITE_BYTES:
-            yield b"".join(parts)
-            parts, size = [], 0
-        parts.append(frame)
-        size += len(frame)
-    if parts:
-        yield b"".join(parts)
-
-
 def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
           watch: Presence | None = None, abandon_s: int | None = None,
           direct: Direct | None = None, ended: bool = False,
@@ -218,14 +194,35 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
     runs = follow_batches(svc, gen_id, after, direct, ended, first_page)
     del first_page  # follow_batches lets go of it once sent (see there)
     try:
-        for batch in runs:
-            if isinstance(batch, Quiet):
-                yield retry_line + sse.PING
-            else:
-                for write in _writes(batch):
-                    yield retry_line + write
-            retry_line = b""
-            del batch  # not held while the next one is read (see follow._backlog)
+        while True:
+            rest, write = b"", NO_WRITE
+            for batch in runs:
+                if isinstance(batch, Quiet):
+                    yield retry_line + sse.PING
+                    retry_line = b""
+                    continue
+                for write in writes(batch):
+                    if direct is None or retry_line:  # the first write carries the headers
+                        yield retry_line + write.data
+                        retry_line = b""
+                    elif rest := send_now(direct.raw, chunk(write.data)):
+                        break
+                del batch  # not held while the next one is read (see follow._backlog)
+                if rest:
+                    break
+                write = NO_WRITE
+            if not rest or direct is None:
+                return
+            # The client stopped reading (webapp.relay.writes): wait holding
+            # only this write's rest, then follow the log again after it.
+            runs.close()
+            direct.sendall(rest)
+            if write.terminal:
+                return
+            after, rest, write = write.last_seq, b"", NO_WRITE
+            runs = follow_batches(svc, gen_id, after, direct, ended, behind=True)
+    except OSError:  # a send to the client failed: it is gone (redis errors are not OSError)
+        return
     except HubUnavailable:
         return
     except redis.RedisError as exc:

@@ -1,0 +1,123 @@
+"""A reader that stops reading holds one write, not a log page, and loses nothing.
+
+On a direct socket the relay sends each write without blocking; when the
+kernel takes only part of one it keeps that write's rest, lets go of the
+page, waits until the rest is out, then reads the log again after the last
+event sent (`webapp.relay.writes`). Here the socket takes what a seeded
+schedule allows, so parks happen at every kind of place (a write's middle,
+its start, a page's last write, the terminal's), and the client's bytes
+must still be every event once, in order.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import weakref
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from spool.events import LogEntry
+from webapp.relay.stream import relay
+from webapp.relay.subscription import Direct
+
+EVENTS = 3000
+
+
+class Page(list):  # type: ignore[type-arg]
+    """A list that can be weakly referenced."""
+
+
+class Log:
+    """The readers' event log over a fixed list; remembers every page it handed out."""
+
+    def __init__(self, entries: list[LogEntry]) -> None:
+        self.entries = entries
+        self.pages: list[weakref.ref[Page]] = []
+        self.reads: list[tuple[int, int]] = []
+
+    def read_after(self, gen_id: str, after: int, limit: int) -> list[LogEntry]:
+        self.reads.append((after, limit))
+        page = Page([e for e in self.entries if e.seq > after][:limit])
+        self.pages.append(weakref.ref(page))
+        return page
+
+
+class StallingSocket:
+    """A non-blocking socket whose kernel takes what a seeded schedule allows."""
+
+    def __init__(self, seed: int, log: Log) -> None:
+        self.rng = random.Random(seed)
+        self.log = log
+        self.wire = bytearray()  # every byte the client will read, in order
+        self.parks = 0
+
+    def send(self, data: bytes) -> int:
+        roll = self.rng.random()
+        if roll < 0.1:
+            raise BlockingIOError
+        taken = len(data) if roll < 0.7 else self.rng.randrange(0, len(data))
+        self.wire += data[:taken]
+        return taken
+
+    def sendall_waiting(self, data: bytes) -> None:
+        """The greenlet's cooperative sendall: it waits for the client, holding no page."""
+        self.parks += 1
+        assert len(data) <= 8192 + 16  # one write's rest, chunk framing included
+        assert all(page() is None for page in self.log.pages)
+        self.wire += data
+
+
+def entries() -> list[LogEntry]:
+    made = [LogEntry(1, "status", '{"status":"in_progress"}')]
+    made += [LogEntry(seq, "delta", '{"text":"%s"}' % (f"w{seq} " * (1 + seq % 7)))
+             for seq in range(2, EVENTS)]
+    return [*made, LogEntry(EVENTS, "done", '{"finish_reason":"stop"}')]
+
+
+def dechunk(data: bytes) -> bytes:
+    out, pos = bytearray(), 0
+    while pos < len(data):
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos:end], 16)
+        out += data[end + 2:end + 2 + size]
+        assert data[end + 2 + size:end + 4 + size] == b"\r\n"
+        pos = end + 4 + size
+    return bytes(out)
+
+
+def run(seed: int) -> tuple[bytes, StallingSocket, Log]:
+    log = Log(entries())
+    sock = StallingSocket(seed, log)
+    svc: Any = SimpleNamespace(settings=SimpleNamespace(sse_retry_ms=1000), reader_log=log)
+    through_wsgi = b"".join(relay(svc, "gen_x", 0, None, ended=True,
+                                  direct=Direct(sock, sock.sendall_waiting)))
+    return through_wsgi + dechunk(bytes(sock.wire)), sock, log
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_stalling_client_gets_every_event_once_in_order(seed: int) -> None:
+    body, sock, log = run(seed)
+    ids = [int(m) for m in re.findall(rb"^id: (\d+)$", body, re.M)]
+    assert ids == list(range(1, EVENTS + 1))
+    expected = "".join(f"w{seq} " * (1 + seq % 7) for seq in range(2, EVENTS))
+    assert "".join(re.findall(r'^data: \{"text":"([^"]*)"\}$', body.decode(), re.M)) == expected
+    assert body.endswith(b'data: {"finish_reason":"stop"}\n\n')
+    assert sock.parks > 3  # the schedule did stall it, more than once
+    # After a stall the log is read again from the last event sent, a small page first.
+    assert len(log.reads) > sock.parks and min(limit for _, limit in log.reads) <= 32
+
+
+def test_a_client_gone_mid_send_ends_the_stream_quietly() -> None:
+    log = Log(entries())
+
+    class Gone:
+        def send(self, data: bytes) -> int:
+            raise ConnectionResetError
+
+    svc: Any = SimpleNamespace(settings=SimpleNamespace(sse_retry_ms=1000), reader_log=log)
+    stream = relay(svc, "gen_x", 0, None, ended=True, direct=Direct(Gone(), print))
+    assert next(stream).startswith(b"retry: 1000")  # headers and the first page through WSGI
+    assert list(stream) == []

@@ -1,0 +1,85 @@
+"""How the relay puts a run of events on the wire, and what it holds when the client stops reading.
+
+A run (a backlog page, or the live events already queued) is joined into
+writes of about WRITE_BYTES: one syscall each, not one per token.
+
+On a stream with a direct socket (plain HTTP/1.1, see
+`webapp.relay.stream.direct_socket`) the relay sends those writes itself,
+chunk-framed, without blocking. When the kernel takes only part of one, the
+client has stopped reading: the relay keeps the unsent rest of that one
+write (at most ~WRITE_BYTES), lets go of the page and of its place in the
+hub, waits until the rest is sent, then follows the log again from the last
+event that went out. A stalled reader then holds one write, not a log page
+of up to `follow.PAGE_BYTES` for as long as it stalls: the log is the buffer.
+
+Linux usually queues a whole LLM answer in a socket's send buffer
+(`tcp_wmem` autotuning), so this rarely engages; when the buffer did not
+grow (seen on a slower host: ~280 KB of web memory per stalled reader of a
+250 KB answer) it is what bounds a stalled reader's cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from spool.events import LogEntry
+from webapp import sse
+from webapp.relay.hub import Live
+
+WRITE_BYTES = 8192  # a run of events goes out in writes of about this size at most
+
+
+class Write(NamedTuple):
+    """Consecutive events' frames joined, and the last event they carry."""
+
+    data: bytes
+    last_seq: int
+    terminal: bool
+
+
+NO_WRITE = Write(b"", 0, False)
+
+
+def frame(entry: LogEntry) -> bytes:
+    """One log entry as an SSE frame."""
+    return sse.entry_frame(str(entry.seq).encode(), entry.event.encode(), entry.data.encode())
+
+
+def writes(batch: list[LogEntry] | list[Live]) -> Iterator[Write]:
+    """A run's frames joined into writes of about WRITE_BYTES at most.
+
+    One write per run keeps syscalls few; the cap bounds what a reader that
+    stopped reading holds while its write waits (the bytes, and their
+    chunk-framed copy), whatever the size of the run.
+    """
+    parts: list[bytes] = []
+    size = 0
+    last: LogEntry | Live | None = None
+    for item in batch:
+        data = frame(item) if isinstance(item, LogEntry) else item.frame
+        if parts and last is not None and size + len(data) > WRITE_BYTES:
+            yield Write(b"".join(parts), last.seq, last.terminal)
+            parts, size = [], 0
+        parts.append(data)
+        size += len(data)
+        last = item
+    if parts and last is not None:
+        yield Write(b"".join(parts), last.seq, last.terminal)
+
+
+def chunk(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk (what gunicorn would frame it as)."""
+    return b"%X\r\n%b\r\n" % (len(data), data)
+
+
+def send_now(raw: Any, data: bytes) -> bytes:
+    """Send what the kernel takes at once on non-blocking socket `raw`; the unsent rest.
+
+    Raises OSError when the client is gone.
+    """
+    try:
+        sent: int = raw.send(data)
+    except BlockingIOError:
+        return data
+    return data[sent:] if sent < len(data) else b""
