@@ -114,10 +114,7 @@ def make_stack(redis_server: Any, request: pytest.FixtureRequest) -> Iterator[St
                 worker_args: list[str] | None = None) -> Stack:
         stack = Stack(redis_server.url, env)
         stacks.append(stack)
-        for _ in range(webs):
-            stack.start_web()
-        for _ in range(workers):
-            stack.start_worker(worker_args)
+        stack.start(webs, workers, worker_args)
         return stack
 
     yield factory
@@ -131,8 +128,7 @@ def make_stack(redis_server: Any, request: pytest.FixtureRequest) -> Iterator[St
 @pytest.fixture(scope="module")
 def stack(redis_server: Any) -> Iterator[Stack]:
     shared = Stack(redis_server.url)
-    shared.start_web()
-    shared.start_worker()
+    shared.start()
     yield shared
     shared.close()
 
