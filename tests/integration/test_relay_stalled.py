@@ -43,7 +43,7 @@ MAX_KB_PER_STALLED = 30  # web RSS growth per stalled connection, answer streame
 # (2026-12-05, seven runs); a leak of a page per reader would be ~250 MB.
 MAX_RETAINED_MB = 18
 MAX_CREEP_MB = 6
-SETTLE_S = 5.0  # closes seen by the server, then heaptrim's delayed trim
+SETTLE_S = 2.5  # after the web went idle (closes handled): heaptrim's delayed trim (1 s)
 TOKENS = ANSWER_CHARS // 4  # the mock's tokens are ~4 characters
 HOT_STREAM_S = 6.0  # how long the hot answer streams: the checks run meanwhile
 # Bounds that only a starved process misses (the relay that offered every

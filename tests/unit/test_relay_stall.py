@@ -17,11 +17,13 @@ import weakref
 from types import SimpleNamespace
 from typing import Any
 
+import gevent
 import pytest
 
 from spool.events import LogEntry
+from webapp.relay.follow import Quiet, follow_batches
 from webapp.relay.stream import relay
-from webapp.relay.subscription import Direct
+from webapp.relay.subscription import Direct, Subscription, live
 
 EVENTS = 3000
 
@@ -121,3 +123,63 @@ def test_a_client_gone_mid_send_ends_the_stream_quietly() -> None:
     stream = relay(svc, "gen_x", 0, None, ended=True, direct=Direct(Gone(), print))
     assert next(stream).startswith(b"retry: 1000")  # headers and the first page through WSGI
     assert list(stream) == []
+
+
+class HalfSocket:
+    """The reader's socket as the hub sees it: takes part of the first write, then nothing."""
+
+    def __init__(self) -> None:
+        self.wire = bytearray()
+
+    def send(self, data: bytes) -> int:
+        if self.wire:
+            raise BlockingIOError
+        self.wire += data[:10]
+        return 10
+
+
+class OneChannelHub:
+    def __init__(self) -> None:
+        self.subs: list[Subscription] = []
+
+    def subscribe(self, channel: str) -> Subscription:
+        self.subs.append(Subscription(channel))
+        return self.subs[-1]
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subs.remove(sub)
+
+
+def test_a_reader_waiting_on_a_full_socket_is_offered_nothing() -> None:
+    # The hub began a direct write the client's socket did not take whole; the
+    # reader's greenlet sends the rest, and meanwhile the hub must not queue
+    # (up to READER_QUEUE_BYTES per stalled reader) what the log already holds.
+    log = Log([LogEntry(1, "status", '{"status":"in_progress"}')])
+    hub, sock = OneChannelHub(), HalfSocket()
+    queued_while_waiting: list[int] = []
+
+    def sendall_waiting(data: bytes) -> None:
+        for seq in range(3, 40):  # the answer goes on while the client is stuck
+            log.entries.append(LogEntry(seq, "delta", f'{{"text":"{seq} "}}'))
+            hub.subs[0].offer(live(b'%d delta {"text":"%d "}' % (seq, seq)), 100)
+        queued_while_waiting.append(hub.subs[0].queue.held)
+        sock.wire += data
+
+    svc: Any = SimpleNamespace(
+        hub=hub, keys=SimpleNamespace(channel=lambda gen_id: "ch"), reader_log=log,
+        settings=SimpleNamespace(ping_interval_s=5.0, sse_retry_ms=1000))
+    runs = follow_batches(svc, "gen_x", 0, Direct(sock, sendall_waiting))
+    yielded = [entry.seq for entry in next(runs)]
+    reader = gevent.spawn(lambda: [item for run in runs if not isinstance(run, Quiet)
+                                   for item in run])
+    gevent.sleep(0.01)  # the reader caught up and handed its socket to the hub
+    assert hub.subs[0].direct is sock
+    log.entries.append(LogEntry(2, "delta", '{"text":"2 "}'))
+    hub.subs[0].offer(live(b'2 delta {"text":"2 "}'), 100)  # 10 bytes of it go out
+    gevent.sleep(0.01)
+    log.entries.append(LogEntry(40, "done", '{"finish_reason":"stop"}'))
+    hub.subs[0].offer(live(b'40 done {"finish_reason":"stop"}'), 100)
+    rest = reader.get(timeout=5)
+    assert queued_while_waiting == [0]
+    assert yielded + [entry.seq for entry in rest] == [1, *range(3, 41)]
+    assert b"id: 2\n" in bytes(sock.wire) and b'data: {"text":"2 "}' in bytes(sock.wire)

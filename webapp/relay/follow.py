@@ -209,7 +209,12 @@ def follow_batches(svc: Services, gen_id: str, after: int,
                     if sub.broken:
                         return
                     if pending:
-                        direct.sendall(pending)  # the rest of a chunk the hub began
+                        # The rest of a chunk the hub began: the client's socket
+                        # is full. While it drains nothing is queued for it (up
+                        # to READER_QUEUE_BYTES held per stalled reader); it
+                        # catches up from the log after.
+                        sub.hold_off()
+                        direct.sendall(pending)
                 if first is None:
                     yield QUIET
                     # Also a safety net: re-read in case a message was lost.

@@ -225,6 +225,12 @@ class Subscription:
         pending, self.pending = self.pending, b""
         return self.last, pending
 
+    def hold_off(self) -> None:
+        """Take nothing more until `reset`: the reader waits on a client that
+        stopped reading, and the log holds what it misses meanwhile."""
+        self.overflowed = True
+        self.queue.clear()
+
     def reset(self) -> None:
         """Drop buffered items; the reader is about to re-read the log."""
         self.queue.clear()
