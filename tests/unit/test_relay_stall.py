@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import weakref
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,11 +23,32 @@ import gevent
 import pytest
 
 from spool.events import LogEntry
+from webapp.relay import writes
 from webapp.relay.follow import Quiet, follow_batches
 from webapp.relay.stream import relay
 from webapp.relay.subscription import Direct, Subscription, live
 
 EVENTS = 3000
+
+
+@pytest.fixture(autouse=True)
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writes, "STALL_GRACE_S", 0.002)
+
+
+@pytest.fixture
+def full_fd() -> Iterator[int]:
+    """A socket whose send buffer is full: never writable while the test runs."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        while True:
+            ours.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    yield ours.fileno()
+    ours.close()
+    theirs.close()
 
 
 class Page(list):  # type: ignore[type-arg]
@@ -50,11 +73,15 @@ class Log:
 class StallingSocket:
     """A non-blocking socket whose kernel takes what a seeded schedule allows."""
 
-    def __init__(self, seed: int, log: Log) -> None:
+    def __init__(self, seed: int, log: Log, fd: int) -> None:
+        self.fd = fd
         self.rng = random.Random(seed)
         self.log = log
         self.wire = bytearray()  # every byte the client will read, in order
         self.parks = 0
+
+    def fileno(self) -> int:
+        return self.fd
 
     def send(self, data: bytes) -> int:
         roll = self.rng.random()
@@ -90,9 +117,9 @@ def dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
-def run(seed: int) -> tuple[bytes, StallingSocket, Log]:
+def run(seed: int, fd: int) -> tuple[bytes, StallingSocket, Log]:
     log = Log(entries())
-    sock = StallingSocket(seed, log)
+    sock = StallingSocket(seed, log, fd)
     svc: Any = SimpleNamespace(settings=SimpleNamespace(sse_retry_ms=1000), reader_log=log)
     through_wsgi = b"".join(relay(svc, "gen_x", 0, None, ended=True,
                                   direct=Direct(sock, sock.sendall_waiting)))
@@ -100,8 +127,8 @@ def run(seed: int) -> tuple[bytes, StallingSocket, Log]:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_a_stalling_client_gets_every_event_once_in_order(seed: int) -> None:
-    body, sock, log = run(seed)
+def test_a_stalling_client_gets_every_event_once_in_order(seed: int, full_fd: int) -> None:
+    body, sock, log = run(seed, full_fd)
     ids = [int(m) for m in re.findall(rb"^id: (\d+)$", body, re.M)]
     assert ids == list(range(1, EVENTS + 1))
     expected = "".join(f"w{seq} " * (1 + seq % 7) for seq in range(2, EVENTS))
@@ -128,8 +155,12 @@ def test_a_client_gone_mid_send_ends_the_stream_quietly() -> None:
 class HalfSocket:
     """The reader's socket as the hub sees it: takes part of the first write, then nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, fd: int) -> None:
         self.wire = bytearray()
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
 
     def send(self, data: bytes) -> int:
         if self.wire:
@@ -150,12 +181,12 @@ class OneChannelHub:
         self.subs.remove(sub)
 
 
-def test_a_reader_waiting_on_a_full_socket_is_offered_nothing() -> None:
+def test_a_reader_waiting_on_a_full_socket_is_offered_nothing(full_fd: int) -> None:
     # The hub began a direct write the client's socket did not take whole; the
     # reader's greenlet sends the rest, and meanwhile the hub must not queue
     # (up to READER_QUEUE_BYTES per stalled reader) what the log already holds.
     log = Log([LogEntry(1, "status", '{"status":"in_progress"}')])
-    hub, sock = OneChannelHub(), HalfSocket()
+    hub, sock = OneChannelHub(), HalfSocket(full_fd)
     queued_while_waiting: list[int] = []
 
     def sendall_waiting(data: bytes) -> None:
@@ -183,3 +214,41 @@ def test_a_reader_waiting_on_a_full_socket_is_offered_nothing() -> None:
     assert queued_while_waiting == [0]
     assert yielded + [entry.seq for entry in rest] == [1, *range(3, 41)]
     assert b"id: 2\n" in bytes(sock.wire) and b'data: {"text":"2 "}' in bytes(sock.wire)
+
+
+def test_a_client_that_drains_within_the_grace_costs_no_log_read() -> None:
+    # Slower than the writes, but reading: the relay waits, holding its write,
+    # instead of re-reading the log through the readers' pool.
+    log = Log(entries())
+    ours, theirs = socket.socketpair()
+
+    class SlowReader:
+        def __init__(self) -> None:
+            self.wire = bytearray()
+            self.calls = 0
+
+        def fileno(self) -> int:
+            return ours.fileno()  # writable: the client has read meanwhile
+
+        def send(self, data: bytes) -> int:
+            self.calls += 1
+            if self.calls % 3 == 1:
+                raise BlockingIOError
+            taken = max(1, len(data) // 2)
+            self.wire += data[:taken]
+            return taken
+
+    sock = SlowReader()
+
+    def never(data: bytes) -> None:
+        raise AssertionError("parked although the client was reading")
+
+    svc: Any = SimpleNamespace(settings=SimpleNamespace(sse_retry_ms=1000), reader_log=log)
+    try:
+        body = b"".join(relay(svc, "gen_x", 0, None, ended=True, direct=Direct(sock, never)))
+    finally:
+        ours.close()
+        theirs.close()
+    body += dechunk(bytes(sock.wire))
+    assert [int(m) for m in re.findall(rb"^id: (\d+)$", body, re.M)] == list(range(1, EVENTS + 1))
+    assert all(limit > 32 for _, limit in log.reads)  # pages only, no catch-up reads

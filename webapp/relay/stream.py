@@ -31,7 +31,7 @@ from webapp.relay.follow import Quiet, follow_batches
 from webapp.relay.hub import HubUnavailable
 from webapp.relay.presence import Presence
 from webapp.relay.subscription import Direct
-from webapp.relay.writes import NO_WRITE, chunk, frame, send_now, writes
+from webapp.relay.writes import NO_WRITE, chunk, frame, send_within, writes
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.stream")
@@ -205,7 +205,7 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
                     if direct is None or retry_line:  # the first write carries the headers
                         yield retry_line + write.data
                         retry_line = b""
-                    elif rest := send_now(direct.raw, chunk(write.data)):
+                    elif rest := send_within(direct.raw, chunk(write.data)):
                         break
                 del batch  # not held while the next one is read (see follow._backlog)
                 if rest:

@@ -20,14 +20,22 @@ grow (seen on a slower host: ~280 KB of web memory per stalled reader of a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
+
+from gevent.socket import wait_write
 
 from spool.events import LogEntry
 from webapp import sse
 from webapp.relay.hub import Live
 
 WRITE_BYTES = 8192  # a run of events goes out in writes of about this size at most
+# A client that is reading, only slower than this process writes (a busy
+# machine, a phone), usually drains its socket within this: the relay waits
+# for it holding what it has, rather than re-reading the log through the
+# readers' pool (where new streams' openings wait their turn).
+STALL_GRACE_S = 0.25
 
 
 class Write(NamedTuple):
@@ -83,3 +91,25 @@ def send_now(raw: Any, data: bytes) -> bytes:
     except BlockingIOError:
         return data
     return data[sent:] if sent < len(data) else b""
+
+
+def send_within(raw: Any, data: bytes, grace_s: float | None = None) -> bytes:
+    """Send `data` on non-blocking `raw`, waiting for the client up to `grace_s`
+    (STALL_GRACE_S by default); the rest it did not take by then.
+
+    Raises OSError when the client is gone.
+    """
+    rest = send_now(raw, data)
+    if not rest:
+        return rest
+    deadline = time.monotonic() + (STALL_GRACE_S if grace_s is None else grace_s)
+    while rest:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            wait_write(raw.fileno(), timeout=left, timeout_exc=TimeoutError)
+        except TimeoutError:
+            break
+        rest = send_now(raw, rest)
+    return rest
