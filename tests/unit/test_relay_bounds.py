@@ -136,3 +136,20 @@ def test_a_reader_that_fell_behind_starts_with_a_small_page() -> None:
     assert pager.limit == CATCH_UP_PAGE
     pager.learn([LogEntry(seq, "delta", '{"text":"ab"}') for seq in range(1, 33)])
     assert pager.limit == 500
+
+
+def test_a_tightened_queue_overflows_at_its_small_bound_until_loosened() -> None:
+    # A reader waiting out a slow client's grace keeps a small queue only.
+    sub = Subscription("ch")
+    sub.tighten(4096)
+    for seq in range(1, 100):
+        sub.offer(_delta(seq, 100), weight(_delta(seq, 100)))
+        if sub.overflowed:
+            break
+    assert sub.overflowed and seq < 20
+    assert _drain(sub) == [GAP]
+    sub.loosen()
+    sub.reset()
+    for seq in range(1, 100):
+        sub.offer(_delta(seq, 100), weight(_delta(seq, 100)))
+    assert not sub.overflowed and len(_drain(sub)) == 99

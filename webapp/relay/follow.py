@@ -24,7 +24,7 @@ from spool.log import READ_PAGE
 from spool.metrics import RECORDER, STREAMS_DIRECT
 from webapp.relay.hub import Gap, Item, Live, Subscription
 from webapp.relay.subscription import Direct
-from webapp.relay.writes import send_within
+from webapp.relay.writes import GRACE_HOLD_BYTES, wait_out
 from webapp.services import Services
 
 MAX_LIVE_BATCH = 256  # live events handed over in one run at most
@@ -209,13 +209,17 @@ def follow_batches(svc: Services, gen_id: str, after: int,
                     last, pending = sub.stop_direct()
                     if sub.broken:
                         return
-                    if pending and (pending := send_within(direct.raw, pending)):
-                        # The rest of a chunk the hub began, and the client has
-                        # not taken it: while it drains nothing is queued for it
-                        # (up to READER_QUEUE_BYTES held per stalled reader); it
+                    if pending:
+                        # The rest of a chunk the hub began: the client's socket
+                        # is full. It gets STALL_GRACE_S with a small queue;
+                        # then nothing is queued for it while it drains (up to
+                        # READER_QUEUE_BYTES held per stalled reader) and it
                         # catches up from the log after.
-                        sub.hold_off()
-                        direct.sendall(pending)
+                        sub.tighten(GRACE_HOLD_BYTES)
+                        if pending := wait_out(direct.raw, pending):
+                            sub.hold_off()
+                            direct.sendall(pending)
+                        sub.loosen()
                 if first is None:
                     yield QUIET
                     # Also a safety net: re-read in case a message was lost.

@@ -31,7 +31,16 @@ from webapp.relay.follow import Quiet, follow_batches
 from webapp.relay.hub import HubUnavailable
 from webapp.relay.presence import Presence
 from webapp.relay.subscription import Direct
-from webapp.relay.writes import NO_WRITE, chunk, frame, send_within, writes
+from webapp.relay.writes import (
+    GRACE_HOLD_BYTES,
+    NO_WRITE,
+    chunk,
+    frame,
+    run_bytes,
+    send_now,
+    wait_out,
+    writes,
+)
 from webapp.services import Services, services
 
 log = logging.getLogger("spool.stream")
@@ -205,8 +214,11 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
                     if direct is None or retry_line:  # the first write carries the headers
                         yield retry_line + write.data
                         retry_line = b""
-                    elif rest := send_within(direct.raw, chunk(write.data)):
-                        break
+                    elif rest := send_now(direct.raw, chunk(write.data)):
+                        if run_bytes(batch) <= GRACE_HOLD_BYTES:
+                            rest = wait_out(direct.raw, rest)
+                        if rest:
+                            break
                 del batch  # not held while the next one is read (see follow._backlog)
                 if rest:
                     break

@@ -151,7 +151,7 @@ class Mailbox:
 class Subscription:
     """One reader's view of one channel."""
 
-    __slots__ = ("broken", "channel", "direct", "last", "overflowed", "pending", "queue")
+    __slots__ = ("broken", "channel", "direct", "last", "limit", "overflowed", "pending", "queue")
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
@@ -161,6 +161,7 @@ class Subscription:
         self.last = 0  # the last seq written directly
         self.pending = b""  # the unsent rest of a partial direct write
         self.broken = False  # a direct write failed: the client is gone
+        self.limit = READER_QUEUE_BYTES  # the queue's bound in bytes (see `tighten`)
 
     def offer(self, item: Item, size: int = 0) -> None:
         """Hand over an item (`size`: its `weight`) without ever blocking the hub."""
@@ -171,7 +172,7 @@ class Subscription:
         queue = self.queue
         waiting = queue.qsize()
         # One item always fits an empty queue: its reader takes it next.
-        if waiting >= READER_QUEUE_SIZE or (waiting and queue.held + size > READER_QUEUE_BYTES):
+        if waiting >= READER_QUEUE_SIZE or (waiting and queue.held + size > self.limit):
             self.overflowed = True
             queue.clear()
             queue.put_nowait(GAP)  # wakes a waiting reader; it re-reads the log
@@ -224,6 +225,16 @@ class Subscription:
         self.direct = None
         pending, self.pending = self.pending, b""
         return self.last, pending
+
+    def tighten(self, limit: int) -> None:
+        """Bound the queue at `limit` bytes for now (the reader waits on a slow client)."""
+        self.limit = limit
+        if self.queue.held > limit:
+            self.hold_off()
+
+    def loosen(self) -> None:
+        """Back to the usual bound."""
+        self.limit = READER_QUEUE_BYTES
 
     def hold_off(self) -> None:
         """Take nothing more until `reset`: the reader waits on a client that

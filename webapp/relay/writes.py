@@ -36,6 +36,10 @@ WRITE_BYTES = 8192  # a run of events goes out in writes of about this size at m
 # for it holding what it has, rather than re-reading the log through the
 # readers' pool (where new streams' openings wait their turn).
 STALL_GRACE_S = 0.25
+# ...but only while what it holds meanwhile is small: a crowd that stalls at
+# once, each holding a backlog page (or a queue) through the grace, made a
+# transient of ~256 KB per reader that the allocator kept.
+GRACE_HOLD_BYTES = 32 * 1024
 
 
 class Write(NamedTuple):
@@ -93,16 +97,10 @@ def send_now(raw: Any, data: bytes) -> bytes:
     return data[sent:] if sent < len(data) else b""
 
 
-def send_within(raw: Any, data: bytes, grace_s: float | None = None) -> bytes:
-    """Send `data` on non-blocking `raw`, waiting for the client up to `grace_s`
-    (STALL_GRACE_S by default); the rest it did not take by then.
-
-    Raises OSError when the client is gone.
-    """
-    rest = send_now(raw, data)
-    if not rest:
-        return rest
-    deadline = time.monotonic() + (STALL_GRACE_S if grace_s is None else grace_s)
+def wait_out(raw: Any, rest: bytes) -> bytes:
+    """Give a client that has not taken `rest` up to STALL_GRACE_S to take it
+    (non-blocking `raw`); what is still unsent then. Raises OSError when the client is gone."""
+    deadline = time.monotonic() + STALL_GRACE_S
     while rest:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -113,3 +111,9 @@ def send_within(raw: Any, data: bytes, grace_s: float | None = None) -> bytes:
             break
         rest = send_now(raw, rest)
     return rest
+
+
+def run_bytes(batch: list[LogEntry] | list[Live]) -> int:
+    """About what holding a run costs: its events' encoded sizes."""
+    return sum(len(item.data) if isinstance(item, LogEntry) else len(item.frame)
+               for item in batch)
