@@ -5,11 +5,13 @@ writes of about WRITE_BYTES: one syscall each, not one per token.
 
 On a stream with a direct socket (plain HTTP/1.1, see
 `webapp.relay.stream.direct_socket`) the relay sends those writes itself,
-chunk-framed, without blocking. When the kernel takes only part of one, the
-client has stopped reading: the relay keeps the unsent rest of that one
-write (at most ~WRITE_BYTES), lets go of the page and of its place in the
-hub, waits until the rest is sent, then follows the log again from the last
-event that went out. A stalled reader then holds one write, not a log page
+chunk-framed, without blocking. When the kernel takes only part of one and
+the client has not taken the rest within STALL_GRACE_S (waited out only
+while the run held meanwhile is under GRACE_HOLD_BYTES), the client has
+stopped reading: the relay keeps the unsent rest of that one write (at most
+~WRITE_BYTES), lets go of the page and of its place in the hub, waits until
+the rest is sent, then follows the log again from the last event that went
+out. A stalled reader then holds one write, not a log page
 of up to `follow.PAGE_BYTES` for as long as it stalls: the log is the buffer.
 
 Linux usually queues a whole LLM answer in a socket's send buffer
