@@ -47,3 +47,9 @@ def entry_frame(seq: bytes, name: bytes, data: bytes) -> bytes:
     Log entries hold single-line JSON, so no line splitting is needed.
     """
     return b"id: " + seq + b"\nevent: " + name + b"\ndata: " + data + b"\n\n"
+
+
+def http_chunk(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk, as gunicorn frames a chunked body's writes
+    (for the bytes Spool writes to a stream's socket itself)."""
+    return b"%X\r\n%b\r\n" % (len(data), data)

@@ -51,3 +51,8 @@ def test_entry_frame_matches_event() -> None:
     frame = sse.entry_frame(b"12", b"delta", b'{"text":"\\n"}')
     assert frame == b'id: 12\nevent: delta\ndata: {"text":"\\n"}\n\n'
     assert frame == sse.event('{"text":"\\n"}', event_id=12, name="delta")
+
+
+def test_http_chunk_is_hex_length_crlf_data_crlf() -> None:
+    assert sse.http_chunk(b"id: 1\n\n") == b"7\r\nid: 1\n\n\r\n"
+    assert sse.http_chunk(b"x" * 300) == b"12C\r\n" + b"x" * 300 + b"\r\n"

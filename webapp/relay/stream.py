@@ -34,7 +34,6 @@ from webapp.relay.subscription import Direct
 from webapp.relay.writes import (
     GRACE_HOLD_BYTES,
     NO_WRITE,
-    chunk,
     frame,
     run_bytes,
     send_now,
@@ -214,7 +213,7 @@ def relay(svc: Services, gen_id: str, after: int, opening: Opening | None,
                     if direct is None or retry_line:  # the first write carries the headers
                         yield retry_line + write.data
                         retry_line = b""
-                    elif rest := send_now(direct.raw, chunk(write.data)):
+                    elif rest := send_now(direct.raw, sse.http_chunk(write.data)):
                         if run_bytes(batch) <= GRACE_HOLD_BYTES:
                             rest = wait_out(direct.raw, rest)
                         if rest:

@@ -24,7 +24,7 @@ import gevent.event
 import gevent.queue
 
 from spool.events import LogEntry, decode_entry
-from webapp.sse import entry_frame
+from webapp.sse import entry_frame, http_chunk
 
 READER_QUEUE_SIZE = 512  # items buffered per reader before it must re-read the log
 # ...or this much memory held for it: an item can be a whole burst of events
@@ -93,7 +93,7 @@ def live(raw: bytes) -> Live:
     """Decode one published log entry (`"<seq> <event> <json>"`)."""
     seq, name, data = raw.split(b" ", 2)
     frame = entry_frame(seq, name, data)
-    return Live(int(seq), frame, name in _TERMINAL, raw, b"%X\r\n%b\r\n" % (len(frame), frame))
+    return Live(int(seq), frame, name in _TERMINAL, raw, http_chunk(frame))
 
 
 class Mailbox:

@@ -82,11 +82,6 @@ def writes(batch: list[LogEntry] | list[Live]) -> Iterator[Write]:
         yield Write(b"".join(parts), last.seq, last.terminal)
 
 
-def chunk(data: bytes) -> bytes:
-    """`data` as one HTTP/1.1 chunk (what gunicorn would frame it as)."""
-    return b"%X\r\n%b\r\n" % (len(data), data)
-
-
 def send_now(raw: Any, data: bytes) -> bytes:
     """Send what the kernel takes at once on non-blocking socket `raw`; the unsent rest.
 
